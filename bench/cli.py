@@ -1,0 +1,94 @@
+"""`vsbench` / `python -m bench`: run, list and report benchmarks (plus commands modules register)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench.device import DEVICE_CHOICES, describe_device, resolve_device
+from bench.registry import RunContext, all_benchmarks, all_commands, get_benchmark
+from bench.report import write_reports
+from bench.results import capture_environment, save_result
+
+DEFAULT_OUT = Path("reports")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run benchmarks (all when none are named) and write their reports")
+    run.add_argument("names", nargs="*", help="benchmark names (see `vsbench list`)")
+    run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="reports folder (default: reports)")
+    run.add_argument("--impl", action="append", default=[], metavar="MODULE:OBJECT",
+                     help="an extra implementation for the cases benchmark (repeatable)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of the harness")
+
+    sub.add_parser("list", help="list the registered benchmarks")
+    report = sub.add_parser("report", help="re-render every markdown report from the stored JSON results")
+    report.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+    for command in all_commands():
+        command.configure(sub.add_parser(command.name, help=command.help))
+    return parser
+
+
+def cmd_list() -> int:
+    for b in all_benchmarks():
+        print(f"{b.name:24s} -> reports/{b.report}.md  {b.description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    names = args.names or [b.name for b in all_benchmarks()]
+    benchmarks = [get_benchmark(n) for n in names]  # unknown names fail before anything runs
+    command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = args.out.resolve()
+    failed = []
+    for bench in benchmarks:
+        ctx = RunContext(out_dir=out, device=device, seed=args.seed, impls=list(args.impl),
+                         quick=args.quick, command=command)
+        print(f"[vsbench] {bench.name}: running on {describe_device(device)}", flush=True)
+        start = time.perf_counter()
+        try:
+            result = bench.run(ctx)
+        except Exception:  # keep going: one broken benchmark must not lose the others' results
+            traceback.print_exc()
+            failed.append(bench.name)
+            continue
+        result.wall_time_s = time.perf_counter() - start
+        result.command = command
+        result.environment = capture_environment(describe_device(device))
+        save_result(result, out)
+        print(f"[vsbench] {bench.name}: done in {result.wall_time_s:.1f} s -> reports/{result.report}.md", flush=True)
+        write_reports(out)
+    write_reports(out)
+    if failed:
+        print(f"[vsbench] FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        return cmd_list()
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "report":
+        for path in write_reports(args.out):
+            print(path)
+        return 0
+    handler = {c.name: c.handler for c in all_commands()}[args.command]
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Metrics: COCO detection evaluation (pycocotools), caption BLEU."""

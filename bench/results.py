@@ -1,0 +1,155 @@
+"""The results schema: what every benchmark run records, written down as typed structures.
+
+A `BenchmarkResult` holds the metrics, the config and its hash, the seeds, the environment
+(package versions, device, git commit) and the renderable sections of the markdown report, so that
+`vsbench report` can re-render every report from the JSON results without running anything.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.storage import read_json, stable_hash, to_jsonable, write_json
+
+SCHEMA_VERSION = 1
+TRACKED_PACKAGES = (
+    "torch", "numpy", "pandas", "pycocotools", "opencv-python-headless", "scikit-image",
+    "transformers", "sacrebleu", "faster-coco-eval", "hypothesis", "tabulate",
+)
+
+
+@dataclass
+class Table:
+    """A table for the report: `rows` are lists aligned with `headers`; None / NaN render as n/a."""
+
+    headers: list[str]
+    rows: list[list[Any]]
+    title: str = ""
+    note: str = ""
+    floatfmt: str = ".4f"
+
+
+@dataclass
+class Figure:
+    """A figure stored under the reports folder; `path` is relative to it (e.g. figures/x.png)."""
+
+    path: str
+    caption: str
+
+
+@dataclass
+class Section:
+    heading: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass
+class Environment:
+    python: str
+    platform: str
+    packages: dict[str, str]
+    device: str
+    git_commit: str
+    git_dirty: bool
+    cpu_count: int
+    timestamp: str
+
+
+@dataclass
+class BenchmarkResult:
+    benchmark: str
+    report: str  # markdown file stem under reports/, several benchmarks may share one
+    title: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    seeds: dict[str, int]
+    sections: list[Section]
+    environment: Environment | None = None
+    command: str = ""
+    wall_time_s: float = 0.0
+    config_hash: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.config_hash:
+            self.config_hash = stable_hash(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkResult":
+        data = dict(data)
+        data["sections"] = [
+            Section(
+                heading=s["heading"], text=s.get("text", ""),
+                tables=[Table(**t) for t in s.get("tables", [])],
+                figures=[Figure(**f) for f in s.get("figures", [])],
+            )
+            for s in data.get("sections", [])
+        ]
+        env = data.get("environment")
+        data["environment"] = Environment(**env) if env else None
+        return cls(**data)
+
+
+def git_state(root: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """(commit hash, dirty flag) of the checkout holding `root`; ('unknown', False) outside git."""
+    root = Path(root or Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def capture_environment(device: str) -> Environment:
+    commit, dirty = git_state()
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        packages=package_versions(),
+        device=device,
+        git_commit=commit,
+        git_dirty=dirty,
+        cpu_count=os.cpu_count() or 0,
+        timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def results_dir(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / "results"
+
+
+def save_result(result: BenchmarkResult, out_dir: str | os.PathLike) -> Path:
+    return write_json(results_dir(out_dir) / f"{result.benchmark}.json", result.to_dict())
+
+
+def load_results(out_dir: str | os.PathLike) -> list[BenchmarkResult]:
+    """Every stored result under out_dir/results, sorted by benchmark name."""
+    folder = results_dir(out_dir)
+    if not folder.is_dir():
+        return []
+    return [BenchmarkResult.from_dict(read_json(p)) for p in sorted(folder.glob("*.json"))]

@@ -1,0 +1,3 @@
+from bench.testing import load_hypothesis_profile
+
+load_hypothesis_profile()
