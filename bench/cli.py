@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     names = args.names or [b.name for b in all_benchmarks()]
     benchmarks = [get_benchmark(n) for n in names]  # unknown names fail before anything runs
-    command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "vsbench " + " ".join(shlex.quote(a) for a in args.argv)
     out = args.out.resolve()
     failed = []
     for bench in benchmarks:
@@ -67,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.command = command
         result.environment = capture_environment(describe_device(device))
         save_result(result, out)
+        if not result.ok:
+            failed.append(bench.name)
         print(f"[vsbench] {bench.name}: done in {result.wall_time_s:.1f} s -> reports/{result.report}.md", flush=True)
         write_reports(out)
     write_reports(out)
@@ -77,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.command == "list":
         return cmd_list()
     if args.command == "run":

@@ -77,6 +77,7 @@ class BenchmarkResult:
     command: str = ""
     wall_time_s: float = 0.0
     config_hash: str = ""
+    ok: bool = True  # False: the benchmark ran but its checks did not hold; `vsbench run` exits non-zero
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure of {sel.names[family]}"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def impl(request):
     family = _family_of(request.node)
     if family is None:
@@ -105,7 +105,7 @@ def impl(request):
     return request.config._vsbench.objects[family]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def part(request, impl):
     """`part(name)` -> the implementation's attribute `name`, or fail this case naming what is missing."""
     family = _family_of(request.node)
@@ -119,3 +119,23 @@ def part(request, impl):
         return value
 
     return get
+
+
+class PartView:
+    """Attribute access to the implementation's parts; a missing part fails the case naming it."""
+
+    def __init__(self, get_part, parts):
+        self._get_part = get_part
+        self._parts = parts
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in self._parts:
+            raise AttributeError(f"{name!r} is not a part of this family (parts: {', '.join(self._parts)})")
+        return self._get_part(name)
+
+
+@pytest.fixture(scope="module")
+def api(request, part):
+    """`api.encode(...)`: the implementation under test, part by part."""
+    family = request.config._vsbench.families[_family_of(request.node)]
+    return PartView(part, family.parts)

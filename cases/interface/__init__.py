@@ -20,6 +20,8 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 
+from bench.plugins import ImplementationError, load_object as load_implementation  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Family:
@@ -37,28 +39,6 @@ def families() -> dict[str, Family]:
         if isinstance(family, Family):
             found[family.name] = family
     return found
-
-
-class ImplementationError(Exception):
-    """An --impl spec that cannot be loaded."""
-
-
-def load_implementation(spec: str):
-    """Import `package.module:object.attr`; a failure names the spec and the problem."""
-    if ":" not in spec:
-        raise ImplementationError(f"--impl {spec!r}: expected MODULE:OBJECT, e.g. mypkg.pix2seq:PIPELINE")
-    module_name, _, attr_path = spec.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as err:  # report any import failure, not only ModuleNotFoundError
-        raise ImplementationError(f"--impl {spec!r}: cannot import module {module_name!r}: "
-                                  f"{type(err).__name__}: {err}") from err
-    for attr in attr_path.split("."):
-        if not hasattr(obj, attr):
-            raise ImplementationError(f"--impl {spec!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} "
-                                      f"has no attribute {attr!r}")
-        obj = getattr(obj, attr)
-    return obj
 
 
 def implementation_name(obj, spec: str) -> str:

@@ -15,7 +15,7 @@ from cases.interface import Family
 
 FAMILY = Family(
     name="pix2seq",
-    reference_spec="reference.pix2seq.pipeline:PIPELINE",
+    reference_spec="bench.implementations:PIX2SEQ",
     parts={
         "num_bins": "int: number of coordinate bins",
         "num_classes": "int: number of classes C",
