@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -25,6 +25,12 @@ class RunContext:
     impls: list[str] = field(default_factory=list)  # extra --impl specs (MODULE:OBJECT)
     quick: bool = False  # smaller sizes, for smoke tests of the harness itself
     command: str = ""
+    store: Any = None  # bench.samples.SampleStore or None: per-sample cache for resumable runs
+    limit: int | None = None  # evaluate only the first N samples
+
+    def samples_path(self, benchmark: str) -> Path:
+        """Where a benchmark exports its per-sample outputs (reports/samples/<benchmark>.jsonl)."""
+        return self.out_dir / "samples" / f"{benchmark}.jsonl"
 
     @property
     def figures_dir(self) -> Path:
@@ -40,6 +46,7 @@ class Benchmark:
     report: str  # markdown stem: reports/<report>.md
     order: int  # position of this benchmark's sections within its report
     run: Callable[[RunContext], BenchmarkResult]
+    distributed: bool = False  # shards its samples over torchrun ranks (else runs on rank 0 only)
 
 
 _BENCHMARKS: dict[str, Benchmark] = {}
@@ -47,14 +54,14 @@ REPORT_TITLES: dict[str, str] = {}
 
 
 def register_benchmark(name: str, *, description: str, report: str | None = None, order: int = 0,
-                       report_title: str | None = None):
+                       report_title: str | None = None, distributed: bool = False):
     """Decorator: register `fn(ctx) -> BenchmarkResult` under `name`."""
 
     def decorator(fn: Callable[[RunContext], BenchmarkResult]):
         if name in _BENCHMARKS:
             raise ValueError(f"benchmark {name!r} is already registered (by {_BENCHMARKS[name].run.__module__})")
         stem = report or name
-        _BENCHMARKS[name] = Benchmark(name, description, stem, order, fn)
+        _BENCHMARKS[name] = Benchmark(name, description, stem, order, fn, distributed)
         if report_title:
             REPORT_TITLES.setdefault(stem, report_title)
         return fn

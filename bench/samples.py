@@ -1,0 +1,141 @@
+"""Per-sample results: a cache that makes runs resumable and a JSONL export that makes runs comparable.
+
+Cache key: (benchmark, config hash, checkpoint hash, dataset fingerprint, sample id). Entries live
+in SQLite (WAL journal, one transaction per batch, so a run killed at any point keeps every finished
+batch); each entry carries the sha256 of its JSON text, so a corrupt or truncated entry is detected,
+dropped and recomputed. Sampled (non-deterministic) generations are cached only when seeded.
+
+Export schema (`<reports>/samples/<benchmark>.jsonl`): a first line {"run": RunKey fields, "run_id"},
+then one line per sample, sorted by id: {"sample_id", "sha256", "output"}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+from bench import distributed
+from bench.storage import atomic_write_text, canonical_json, stable_hash
+
+
+@dataclass(frozen=True)
+class RunKey:
+    benchmark: str
+    config_hash: str
+    checkpoint_hash: str
+    dataset_fingerprint: str
+
+    @property
+    def run_id(self) -> str:
+        return stable_hash(asdict(self))
+
+
+def output_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class SampleStore:
+    """SQLite-backed per-sample cache shared by all ranks and runs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS samples (run_id TEXT, sample_id TEXT, output TEXT, sha256 TEXT, "
+                       "PRIMARY KEY (run_id, sample_id))")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def load(self, key: RunKey, sample_ids: Sequence[Hashable]) -> dict[Hashable, Any]:
+        """Cached outputs of these samples; corrupt entries are deleted and left out (to be recomputed)."""
+        wanted = {canonical_json(i): i for i in sample_ids}
+        found, corrupt = {}, []
+        with self._connect() as db:
+            rows = db.execute("SELECT sample_id, output, sha256 FROM samples WHERE run_id = ?", (key.run_id,))
+            for sample_key, text, digest in rows:
+                if sample_key not in wanted:
+                    continue
+                try:
+                    if output_digest(text) != digest:
+                        raise ValueError("hash mismatch")
+                    found[wanted[sample_key]] = json.loads(text)
+                except (ValueError, TypeError):
+                    corrupt.append(sample_key)
+            db.executemany("DELETE FROM samples WHERE run_id = ? AND sample_id = ?",
+                           [(key.run_id, s) for s in corrupt])
+        return found
+
+    def save(self, key: RunKey, outputs: dict[Hashable, Any]) -> None:
+        rows = []
+        for sample_id, output in outputs.items():
+            text = canonical_json(output)
+            rows.append((key.run_id, canonical_json(sample_id), text, output_digest(text)))
+        with self._connect() as db:  # one transaction: the whole batch or nothing
+            db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)", rows)
+
+
+def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], dict[Hashable, Any]], *,
+                     key: RunKey, store: SampleStore | None = None, batch_size: int = 16,
+                     cacheable: bool = True, progress: Callable[[int, int], None] | None = None
+                     ) -> dict[Hashable, Any] | None:
+    """Run `compute(batch_ids) -> {id: output}` over this rank's shard, skipping cached samples, then
+    gather everything to rank 0. Returns {id: output} in `sample_ids` order on rank 0, None elsewhere.
+
+    Outputs must be JSON-able; a non-cacheable run (unseeded sampling) neither reads nor writes the store.
+    """
+    if len(set(sample_ids)) != len(sample_ids):
+        raise ValueError("sample ids must be unique")
+    mine = distributed.shard(sample_ids)
+    use_store = store is not None and cacheable
+    local = store.load(key, mine) if use_store else {}
+    missing = [i for i in mine if i not in local]
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start:start + batch_size]
+        outputs = compute(batch)
+        if set(outputs) != set(batch):
+            raise ValueError(f"compute returned ids {sorted(outputs, key=str)[:5]}... for batch {batch[:5]}...")
+        outputs = json.loads(canonical_json({canonical_json(k): v for k, v in outputs.items()}))
+        outputs = {i: outputs[canonical_json(i)] for i in batch}  # JSON-normalised, as a cache hit returns it
+        if use_store:
+            store.save(key, outputs)
+        local.update(outputs)
+        if progress:
+            progress(len(local), len(mine))
+    parts = distributed.gather_to_main(local)
+    if parts is None:
+        return None
+    return distributed.merge_exactly_once(parts, sample_ids)
+
+
+def export_samples(path: str | Path, key: RunKey, outputs: dict[Hashable, Any]) -> Path:
+    """Write the per-sample JSONL export (header line, then one record per sample sorted by id)."""
+    lines = [json.dumps({"run": asdict(key), "run_id": key.run_id}, sort_keys=True)]
+    for sample_id in sorted(outputs, key=canonical_json):
+        text = canonical_json(outputs[sample_id])
+        lines.append(json.dumps({"sample_id": sample_id, "sha256": output_digest(text)[:16],
+                                 "output": json.loads(text)}, sort_keys=True))
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_samples(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(header, {sample id as JSON text: record}) of an export; malformed lines name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such per-sample export")
+    header, records = {}, {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: malformed JSON ({err.msg})") from err
+        if number == 1 and "run" in item:
+            header = item
+        else:
+            records[canonical_json(item["sample_id"])] = item
+    return header, records
