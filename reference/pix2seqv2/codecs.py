@@ -1,0 +1,73 @@
+"""All Pix2SeqV2 codecs on one vocabulary, as one object (the reference of the `pix2seqv2` case family,
+see cases/interface/pix2seqv2.py for the contract of each part)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from reference.pix2seqv2 import captioning, detection, keypoints, loss, prompt, segmentation
+from reference.pix2seqv2.vocab import COCO, TaskVocabulary
+
+
+class Pix2SeqV2Codecs:
+    """Encoders/decoders of every task on `vocab` (default: the COCO layout of DESIGN.md §3)."""
+
+    name = "reference"
+
+    def __init__(self, vocab: TaskVocabulary = COCO) -> None:
+        self.vocab = vocab
+
+    num_bins = property(lambda self: self.vocab.num_bins)
+    num_classes = property(lambda self: self.vocab.num_classes)
+    max_len = property(lambda self: self.vocab.max_len)
+    bos = property(lambda self: self.vocab.bos)
+    eos = property(lambda self: self.vocab.eos)
+    pad = property(lambda self: self.vocab.pad)
+    task_tokens = property(lambda self: self.vocab.task_tokens)
+    invisible = property(lambda self: self.vocab.invisible)
+    separator = property(lambda self: self.vocab.separator)
+    word_start = property(lambda self: self.vocab.word_start)
+
+    def prompt(self, task: str, box=None, label=None, width: float = 1.0, height: float = 1.0) -> list[int]:
+        return prompt.task_prompt(self.vocab, task, box, label, width, height)
+
+    def encode_detection(self, boxes, labels, width, height) -> list[int]:
+        return detection.encode_detection(self.vocab, boxes, labels, width, height)
+
+    def decode_detection(self, tokens, width, height) -> dict:
+        return detection.decode_detection(self.vocab, tokens, width, height)
+
+    def encode_segmentation(self, box, label, polygons, width, height, seed=None) -> list[int]:
+        return segmentation.encode_segmentation(self.vocab, box, label, polygons, width, height, seed)
+
+    def decode_segmentation(self, tokens, width, height) -> dict:
+        return segmentation.decode_segmentation(self.vocab, tokens, width, height)
+
+    def polygons_to_rle(self, polygons, width, height) -> dict:
+        return segmentation.polygons_to_rle(polygons, width, height)
+
+    def encode_keypoints(self, box, label, keypoints_, width, height) -> list[int]:
+        return keypoints.encode_keypoints(self.vocab, box, label, keypoints_, width, height)
+
+    def decode_keypoints(self, tokens, width, height, num_keypoints=None) -> dict:
+        return keypoints.decode_keypoints(self.vocab, tokens, width, height, num_keypoints)
+
+    def build_words(self, captions: Iterable[str]) -> captioning.WordList:
+        return captioning.WordList.build(captions)
+
+    def encode_caption(self, words: captioning.WordList, caption: str) -> list[int]:
+        return captioning.encode_caption(self._with(words), words, caption)
+
+    def decode_caption(self, words: captioning.WordList, tokens) -> str:
+        return captioning.decode_caption(self._with(words), words, tokens)
+
+    def target_mask(self, tokens) -> torch.Tensor:
+        return loss.target_mask(self.vocab, torch.as_tensor(tokens, dtype=torch.long))
+
+    def _with(self, words: captioning.WordList) -> TaskVocabulary:
+        return self.vocab if self.vocab.num_words >= len(words) else self.vocab.with_words(len(words))
+
+
+PIX2SEQV2 = Pix2SeqV2Codecs()
