@@ -1,0 +1,76 @@
+"""Image-text retrieval as the public code does it (compute_sim_matrix): ITC similarity for every pair, then
+for each image its top-k texts (and for each text its top-k images) re-scored as ITM + ITC; everything outside
+the top-k keeps the fill value -100, below any re-scored pair. (The paper says ITM re-ranks; the public code
+adds the ITC similarity, LAVIS #645 — this follows the code and says so.) Recall@K in both directions.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from reference.blip2.losses import itc_similarity
+
+FILL = -100.0  # score of pairs outside the top-k
+
+
+def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k: int,
+                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final retrieval scores from the ITC similarity sim (Ni, Nt).
+
+    itm_score(image_idx (M,), text_idx (M,)) -> (M,) the ITM match score of those pairs (e.g. the logit of the
+    match class); it is called only on the top-k pairs of each row, in batches of at most `batch_size`.
+    Returns (score_i2t (Ni, Nt), score_t2i (Nt, Ni)): ITM + ITC on each row's top-k, FILL elsewhere.
+    """
+    if sim.dim() != 2:
+        raise ValueError(f"similarity must be (num_images, num_texts), got shape {tuple(sim.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sim = sim.float()
+    out = []
+    for matrix, swap in ((sim, False), (sim.t(), True)):
+        kk = min(k, matrix.shape[1])
+        top = matrix.topk(kk, dim=1).indices  # (R, kk)
+        rows = torch.arange(matrix.shape[0], device=sim.device)[:, None].expand_as(top).reshape(-1)  # (R*kk,)
+        cols = top.reshape(-1)
+        scores = []
+        for start in range(0, rows.numel(), batch_size):
+            r, c = rows[start:start + batch_size], cols[start:start + batch_size]
+            scores.append(torch.as_tensor(itm_score(c, r) if swap else itm_score(r, c)).float().reshape(-1))
+        itm = torch.cat(scores) if scores else torch.zeros(0)
+        final = torch.full_like(matrix, FILL)
+        final[rows, cols] = itm.to(final.device) + matrix[rows, cols]
+        out.append(final)
+    return out[0], out[1]
+
+
+def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int],
+                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K in percent: an image counts as found when ANY of its texts is in its top K (COCO protocol),
+    a text when its image is. text_to_image[t] = row index of the image that text t describes."""
+    t2i = torch.as_tensor(list(text_to_image), dtype=torch.long)
+    Ni, Nt = score_i2t.shape
+    if t2i.numel() != Nt or score_t2i.shape != (Nt, Ni):
+        raise ValueError(f"shapes: score_i2t {tuple(score_i2t.shape)}, score_t2i {tuple(score_t2i.shape)}, "
+                         f"{t2i.numel()} text labels")
+    owned = t2i[None, :] == torch.arange(Ni)[:, None]  # (Ni, Nt)
+    # rank of the best ground-truth text per image = number of texts scoring strictly higher than it
+    best_gt = score_i2t.masked_fill(~owned, float("-inf")).max(dim=1).values  # (Ni,)
+    i2t_rank = (score_i2t > best_gt[:, None]).sum(dim=1)
+    gt_score = score_t2i.gather(1, t2i[:, None]).squeeze(1)  # (Nt,)
+    t2i_rank = (score_t2i > gt_score[:, None]).sum(dim=1)
+    out = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
+        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
+    out["i2t_mean"] = sum(out[f"i2t_R@{k}"] for k in ks) / len(ks)
+    out["t2i_mean"] = sum(out[f"t2i_R@{k}"] for k in ks) / len(ks)
+    return out
+
+
+@torch.no_grad()
+def similarity_matrix(image_feats: torch.Tensor, text_feats: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """ITC similarity (Ni, Nt) = max over queries, chunked over images. image_feats (Ni, Q, E), text (Nt, E)."""
+    rows = [itc_similarity(image_feats[s:s + chunk], text_feats) for s in range(0, image_feats.shape[0], chunk)]
+    return torch.cat(rows) if rows else torch.zeros(0, text_feats.shape[0])
