@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 import bench.datasets.synthetic as synthetic
 from bench.datasets import (
     KEYPOINT_NAMES,
+    KEYPOINT_SIGMAS,
     SHAPES,
     VOC_CLASSES,
     CocoDetection,
@@ -32,6 +33,7 @@ from bench.datasets import (
     generate_dataset,
     read_captions,
 )
+from bench.datasets.synthetic_captions import CaptionObject, make_captions
 from bench.datasets.synthetic_shapes import extreme_keypoints, polygon_centroid, shape_vertices
 
 TINY = SyntheticConfig(seed=7, num_train=8, num_val=4, image_size=96, min_size=12, max_size=40)
@@ -120,12 +122,33 @@ def test_drawn_pixels_match_annotations(tiny):
                 assert v == (2 if own[int(math.floor(y)), int(math.floor(x))] else 1)
 
 
+COLOURS = {name for name, _ in TINY.palette}
+RELATIONS = {"to the left of": lambda a, b: a[2] < b[2], "to the right of": lambda a, b: a[2] > b[2],
+             "above": lambda a, b: a[3] < b[3], "below": lambda a, b: a[3] > b[3]}
+
+
+def _check_caption(text: str, objs: list[tuple[str, str, float, float]]) -> None:
+    """Assert that `text` is true of `objs` = [(colour, shape, cx, cy)]: only present colours and shapes,
+    exact plural counts, and a stated relation holds for some pair with those descriptions."""
+    words = [w.strip(",") for w in text.split()]
+    assert set(words) & COLOURS <= {o[0] for o in objs}, text
+    assert {w[:-1] if w[:-1] in SHAPES else w for w in words} & set(SHAPES) <= {o[1] for o in objs}, text
+    for num, colour, shape in re.findall(r"\b(two|three|four|five) (?:(\w+) )?(\w+)s\b", text):
+        if shape == "shape":
+            want = len(objs) if not colour else sum(o[0] == colour for o in objs)
+        else:
+            want = sum(o[1] == shape and (not colour or o[0] == colour) for o in objs)
+        assert NUMBERS[num] == want, text
+    rel = re.search(r"an? (\w+) (\w+) (to the left of|to the right of|above|below) (?:an?|another) (\w+) (\w+)", text)
+    if rel:
+        c1, s1, how, c2, s2 = rel.groups()
+        assert any(RELATIONS[how](a, b) for a in objs for b in objs
+                   if a is not b and a[:2] == (c1, s1) and b[:2] == (c2, s2)), text
+
+
 def test_captions_are_true(tiny):
     inst = _instances(tiny, "train")
     caps = read_captions(tiny.captions_json("train"))
-    colours = {name for name, _ in TINY.palette}
-    shapes = set(TINY.classes)
-    plurals = {s + "s": s for s in shapes}
     objects: dict[int, list] = {i["id"]: [] for i in inst["images"]}
     for a in inst["annotations"]:
         cx, cy = a["keypoints"][0], a["keypoints"][1]
@@ -134,23 +157,20 @@ def test_captions_are_true(tiny):
         texts = caps[image_id]
         assert len(texts) == TINY.captions_per_image == len(set(texts))
         for text in texts:
-            words = text.split()
-            assert {w.strip(",") for w in words} & colours <= {o[0] for o in objs}, text
-            named = {plurals.get(w.strip(","), w.strip(",")) for w in words} & shapes
-            assert named <= {o[1] for o in objs}, text
-            for num, colour, shape in re.findall(r"\b(two|three|four|five) (?:(\w+) )?(\w+)s\b", text):
-                if shape == "shape":
-                    want = len(objs) if not colour else sum(o[0] == colour for o in objs)
-                else:
-                    want = sum(o[1] == shape and (not colour or o[0] == colour) for o in objs)
-                assert NUMBERS[num] == want, text
-            rel = re.search(r"an? (\w+) (\w+) (to the left of|to the right of|above|below) (?:an?|another) (\w+) (\w+)", text)
-            if rel:
-                c1, s1, how, c2, s2 = rel.groups()
-                ok = {"to the left of": lambda a, b: a[2] < b[2], "to the right of": lambda a, b: a[2] > b[2],
-                      "above": lambda a, b: a[3] < b[3], "below": lambda a, b: a[3] > b[3]}[how]
-                assert any(ok(a, b) for a in objs for b in objs if a is not b and a[:2] == (c1, s1)
-                           and b[:2] == (c2, s2)), text
+            _check_caption(text, objs)
+
+
+@settings(max_examples=50)
+@given(objs=st.lists(st.tuples(st.sampled_from(sorted(COLOURS)), st.sampled_from(sorted(SHAPES)),
+                               st.integers(0, 127), st.integers(0, 127), st.integers(20, 900)),
+                     min_size=1, max_size=6),
+       background=st.sampled_from(["plain", "gradient", "noisy"]), seed=st.integers(0, 2**32 - 1))
+def test_caption_grammar_is_true(objs, background, seed):
+    caption_objs = [CaptionObject(c, s, x + 0.5, y + 0.5, area) for c, s, x, y, area in objs]
+    texts = make_captions(caption_objs, background, 128, np.random.default_rng(seed), count=5)
+    assert len(texts) == 5 and all(texts)
+    for text in texts:
+        _check_caption(text, [(c, s, x + 0.5, y + 0.5) for c, s, x, y, _ in objs])
 
 
 def test_reader_round_trip(tiny):
@@ -372,3 +392,20 @@ def test_voc_errors(tmp_path):
     (root / "ImageSets/Main/val.txt").write_text("x3\nx4\n")
     with pytest.raises(FileNotFoundError, match=r"x4\.jpg: image file of image id x4"):
         VocDetection(root)[1]
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
+def test_ground_truth_scores_perfectly_with_cocoeval(tiny, iou_type):
+    """The annotations are evaluable as-is: GT submitted as predictions gives AP = 1 for boxes, masks and
+    keypoints (with KEYPOINT_SIGMAS)."""
+    ds = CocoDetection(tiny.images_dir("train"), tiny.instances_json("train"))
+    field = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
+             field: ds.coco.annToRLE(a) if iou_type == "segm" else a[field]} for a in ds.gt["annotations"]]
+    ev = COCOeval(ds.coco, ds.coco.loadRes(dets), iou_type)
+    if iou_type == "keypoints":
+        ev.params.kpt_oks_sigmas = np.array(KEYPOINT_SIGMAS)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)

@@ -70,9 +70,12 @@ def region(cx: float, cy: float, size: int) -> str:
     return f"on the {vertical or horizontal}"
 
 
-def relation(a: CaptionObject, b: CaptionObject) -> str:
-    """Where a is relative to b."""
+def relation(a: CaptionObject, b: CaptionObject, min_offset: float) -> str | None:
+    """Where a is relative to b, along the axis of the larger centre offset; None when that offset is
+    under `min_offset` pixels (one shape nested in or stacked on the other: no clear relation)."""
     dx, dy = a.cx - b.cx, a.cy - b.cy
+    if max(abs(dx), abs(dy)) < min_offset:
+        return None
     if abs(dx) >= abs(dy):
         return "to the left of" if dx < 0 else "to the right of"
     return "above" if dy < 0 else "below"
@@ -100,13 +103,16 @@ def _colours(objs: Sequence[CaptionObject], rng: np.random.Generator) -> str:
     return f"{number(n)} shapes in {listed}"
 
 
-def _relation(objs: Sequence[CaptionObject], rng: np.random.Generator) -> str | None:
+def _relation(objs: Sequence[CaptionObject], rng: np.random.Generator, size: int) -> str | None:
     if len(objs) < 2:
         return None
     i, j = rng.choice(len(objs), size=2, replace=False)
     a, b = objs[int(i)], objs[int(j)]
+    how = relation(a, b, min_offset=size / 16)
+    if how is None:
+        return None
     other = "another " if (a.colour, a.shape) == (b.colour, b.shape) else "a" + ("n " if b.colour[0] in "aeiou" else " ")
-    return f"{article(a.colour + ' ' + a.shape)} {relation(a, b)} {other}{b.colour} {b.shape}"
+    return f"{article(a.colour + ' ' + a.shape)} {how} {other}{b.colour} {b.shape}"
 
 
 def _position(objs: Sequence[CaptionObject], rng: np.random.Generator, size: int) -> str:
@@ -144,7 +150,7 @@ def make_captions(
         elif template == 2:
             body = _colours(objs, rng)
         elif template == 3:
-            body = _relation(objs, rng)
+            body = _relation(objs, rng, size)
         elif template == 4:
             body = _position(objs, rng, size)
         else:

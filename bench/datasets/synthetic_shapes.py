@@ -74,18 +74,20 @@ def shape_vertices(shape: str, cx: float, cy: float, radius: float, angle: float
 def polygon_area(xy: np.ndarray) -> float:
     """Shoelace area of a simple polygon (P, 2)."""
     x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    xn, yn = np.append(x[1:], x[:1]), np.append(y[1:], y[:1])  # next vertex, cyclically
+    return 0.5 * abs(float(np.dot(x, yn) - np.dot(y, xn)))
 
 
 def polygon_centroid(xy: np.ndarray) -> tuple[float, float]:
     """Area centroid of a simple polygon (P, 2); the vertex mean when the area is zero."""
     x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
-    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    xn, yn = np.append(x[1:], x[:1]), np.append(y[1:], y[:1])  # next vertex, cyclically
+    cross = x * yn - xn * y
     a = cross.sum() / 2.0
     if abs(a) < 1e-12:
         return float(x.mean()), float(y.mean())
-    cx = ((x + np.roll(x, -1)) * cross).sum() / (6.0 * a)
-    cy = ((y + np.roll(y, -1)) * cross).sum() / (6.0 * a)
+    cx = ((x + xn) * cross).sum() / (6.0 * a)
+    cy = ((y + yn) * cross).sum() / (6.0 * a)
     return float(cx), float(cy)
 
 
@@ -114,7 +116,7 @@ def background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
         t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
         img = (1 - t)[..., None] * tint() + t[..., None] * tint()
     else:
-        img = tint() + rng.normal(0.0, rng.uniform(6, 18), size=(size, size, 3))
+        img = tint() + rng.uniform(6, 18) * rng.standard_normal((size, size, 3), dtype=np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), kind
 
 
