@@ -221,14 +221,18 @@ def prepare_detections(detections: Sequence[Mapping[str, Any]], gt: Mapping[str,
     if not isinstance(detections, (list, tuple)):
         raise ValueError(f"detections must be a list of COCO result dicts, got {type(detections).__name__}")
     payload = _PAYLOAD[iou_type]
-    for i, d in enumerate(detections):
-        if not isinstance(d, Mapping):
-            raise ValueError(f"detection #{i} is a {type(d).__name__}, not a COCO result dict")
-        missing = [k for k in ("image_id", "category_id", "score", payload) if k not in d]
-        if missing:
-            raise ValueError(f"detection #{i} lacks {missing} (needed for iou_type={iou_type!r})")
-    img = as_int_ids([d["image_id"] for d in detections], "detection image_id")
-    cat = as_int_ids([d["category_id"] for d in detections], "detection category_id")
+    try:  # fast path: one comprehension per field; the loop below only runs to name a bad detection
+        fields = [[d[k] for d in detections] for k in ("image_id", "category_id", "score", payload)]
+    except (KeyError, TypeError, IndexError):
+        for i, d in enumerate(detections):
+            if not isinstance(d, Mapping):
+                raise ValueError(f"detection #{i} is a {type(d).__name__}, not a COCO result dict") from None
+            missing = [k for k in ("image_id", "category_id", "score", payload) if k not in d]
+            if missing:
+                raise ValueError(f"detection #{i} lacks {missing} (needed for iou_type={iou_type!r})") from None
+        raise
+    img = as_int_ids(fields[0], "detection image_id")
+    cat = as_int_ids(fields[1], "detection category_id")
     unknown = set(img.tolist()) - {im["id"] for im in gt["images"]}
     if unknown:
         raise ValueError(f"detections refer to image_id(s) not in the ground truth: {_some(unknown)}")
@@ -240,26 +244,28 @@ def prepare_detections(detections: Sequence[Mapping[str, Any]], gt: Mapping[str,
         return f"detection #{i} (image_id {img[i]}, category_id {cat[i]})"
 
     try:
-        scores = np.asarray([d["score"] for d in detections], dtype=np.float64).reshape(-1)
+        scores = np.asarray(fields[2], dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        i = next(i for i, d in enumerate(detections) if not isinstance(d["score"], (int, float, np.number)))
-        raise ValueError(f"{name(i)}: score {detections[i]['score']!r} is not a number") from None
+        i = next(i for i, v in enumerate(fields[2]) if not isinstance(v, (int, float, np.number)))
+        raise ValueError(f"{name(i)}: score {fields[2][i]!r} is not a number") from None
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise ValueError(f"{name(bad[0])}: score {scores[bad[0]]} is not finite")
-    size_of = {im["id"]: (float(im["width"]), float(im["height"])) for im in gt["images"]}
-    sizes = np.asarray([size_of[i] for i in img.tolist()], dtype=np.float64).reshape(-1, 2)  # (N, 2) w, h
+    gt_ids = np.asarray([im["id"] for im in gt["images"]], dtype=np.int64)
+    gt_wh = np.asarray([(float(im["width"]), float(im["height"])) for im in gt["images"]]).reshape(-1, 2)
+    order = np.argsort(gt_ids)
+    sizes = gt_wh[order[np.searchsorted(gt_ids[order], img)]]  # (N, 2) width, height of each detection's image
 
     if iou_type == "bbox":
-        values = _float_rows([d["bbox"] for d in detections], 4, name, "bbox")
+        values = _float_rows(fields[3], 4, name, "bbox")
         _check_boxes(values, sizes, xyxy_tolerance, name)
         tiebreak = np.concatenate([cat[:, None], values], axis=1)
     elif iou_type == "keypoints":
-        values = _float_rows([d["keypoints"] for d in detections], 3 * num_keypoints, name, "keypoints")
+        values = _float_rows(fields[3], 3 * num_keypoints, name, "keypoints")
         _check_finite(values, name, "keypoints")
         tiebreak = np.concatenate([cat[:, None], values], axis=1)
     else:
-        values = [_rle(d["segmentation"], sizes[i], name(i)) for i, d in enumerate(detections)]
+        values = [_rle(seg, sizes[i], name(i)) for i, seg in enumerate(fields[3])]
         counts = np.asarray([str(v["counts"]) for v in values] + [""], dtype=object)[:-1]
         rank = np.unique(counts, return_inverse=True)[1] if len(values) else np.zeros(0, np.int64)
         tiebreak = np.stack([cat, rank.reshape(-1)], axis=1)
