@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -69,6 +70,25 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
 def test_val_images_do_not_depend_on_train_size(tiny, tmp_path):
     other = generate_dataset(tmp_path / "more", replace(TINY, num_train=3))
     assert _files(other.images_dir("val")) == _files(tiny.images_dir("val"))
+
+
+# Content hash of TINY (decoded pixels + annotation JSON text, independent of the PNG encoder's bytes).
+# When the generator's output changes on purpose, bump GENERATOR_VERSION and update both values here.
+PINNED = (3, "49a9f079f6b314e9")
+
+
+def _content_hash(paths: DatasetPaths) -> str:
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        for png in sorted(paths.images_dir(split).glob("*.png")):
+            digest.update(png.name.encode() + cv2.imread(str(png), cv2.IMREAD_UNCHANGED).tobytes())
+        digest.update(paths.instances_json(split).read_bytes() + paths.captions_json(split).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def test_output_change_bumps_generator_version(tiny):
+    assert (synthetic.GENERATOR_VERSION, _content_hash(tiny)) == PINNED, (
+        "the generated data changed: bump GENERATOR_VERSION (it keys the cache) and update PINNED")
 
 
 def test_layout_counts_and_ids(tiny):

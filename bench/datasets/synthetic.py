@@ -39,8 +39,9 @@ from bench.datasets.synthetic_shapes import (
 )
 from bench.storage import atomic_write_text, file_sha256, read_json, stable_hash
 
-# Bump when the generator's output changes for an unchanged config (invalidates cached datasets).
-GENERATOR_VERSION = 2
+# Bump whenever the output changes for an unchanged config: it keys the cache, so a stale cached
+# dataset is never reused. tests/test_datasets.py pins the content hash of a tiny dataset to catch misses.
+GENERATOR_VERSION = 3
 SPLITS = ("train", "val")
 VAL_ID_OFFSET = 1_000_000
 MANIFEST = "MANIFEST.json"
