@@ -305,3 +305,61 @@ def test_faster_backend_matches_pycocotools(scene):
     for name, value in a.per_class_ap.items():
         assert (value is None and b.per_class_ap[name] is None) or abs(value - b.per_class_ap[name]) <= 1e-9
     assert (a.num_images, a.num_gt, a.num_predictions) == (b.num_images, b.num_gt, b.num_predictions)
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_faster_backend_matches_pycocotools_on_keypoints(data):
+    """3-keypoint objects (some unlabelled, some crowd) and jittered / random keypoint detections."""
+    images, anns, dets = [], [], []
+    for i in range(data.draw(st.integers(1, 4))):
+        images.append({"id": i + 1, "width": 120, "height": 100})
+        for _ in range(data.draw(st.integers(0, 3))):
+            x, y = data.draw(st.integers(0, 60)), data.draw(st.integers(0, 50))
+            kps = [x + 5, y + 5, 2, x + 40, y + 10, data.draw(st.sampled_from([0, 1, 2])), x + 20, y + 40, 2]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "bbox": [x, y, 50, 45],
+                         "area": float(data.draw(st.integers(500, 9000))), "keypoints": kps,
+                         "iscrowd": int(data.draw(st.integers(0, 9)) == 0)})
+            if data.draw(st.booleans()):
+                j = data.draw(st.integers(-3, 3))
+                dets.append({"image_id": i + 1, "category_id": 1,
+                             "keypoints": [v + (j if k % 3 != 2 else 0) for k, v in enumerate(kps)]})
+        for _ in range(data.draw(st.integers(0, 2))):
+            x, y = data.draw(st.integers(0, 100)), data.draw(st.integers(0, 80))
+            dets.append({"image_id": i + 1, "category_id": 1, "keypoints": [x, y, 1, x + 10, y, 1, x, y + 10, 1]})
+    for d in dets:
+        d["score"] = data.draw(st.sampled_from([0.5, 1.0]))
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    a, b = (evaluate_detections(gt, dets, iou_type="keypoints", kpt_oks_sigmas=[0.05, 0.08, 0.1], backend=k)
+            for k in ("pycocotools", "faster"))
+    for name in KPT_STAT_NAMES:
+        assert (a.stats[name] is None) == (b.stats[name] is None), name
+        if a.stats[name] is not None:
+            assert abs(a.stats[name] - b.stats[name]) <= 1e-9, name
+
+
+def _uncompressed_rle(mask):
+    flat = np.asarray(mask, np.uint8).flatten(order="F")
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))  # run boundaries, starting at 0s
+    return {"size": list(mask.shape), "counts": np.diff(np.concatenate([[0], edges])).tolist()}
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster"])
+def test_uncompressed_rle_detection_is_accepted_and_not_mutated(backend):
+    gt = {"images": [{"id": 1, "width": 8, "height": 6}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 1, 4, 3], "area": 12.0,
+                           "segmentation": [[2, 1, 6, 1, 6, 4, 2, 4]]}],
+          "categories": [{"id": 1, "name": "a"}]}
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:4, 2:6] = 1
+    dets = [{"image_id": 1, "category_id": 1, "segmentation": _uncompressed_rle(mask), "score": 1.0}]
+    before = copy.deepcopy(dets)
+    assert sum(dets[0]["segmentation"]["counts"]) == 48
+    r = evaluate_detections(gt, dets, iou_type="segm", backend=backend)
+    assert r.stats["AP50"] == pytest.approx(1.0, abs=EPS) and dets == before
+
+
+def test_detections_must_be_a_list():
+    with pytest.raises(ValueError, match="detections must be a list of COCO result dicts, got dict"):
+        evaluate_detections(GT3, {"image_id": 1})
+    assert evaluate_detections(GT3, tuple(perfect(GT3))).stats["AP"] == pytest.approx(1.0, abs=EPS)
