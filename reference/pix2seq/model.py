@@ -63,7 +63,7 @@ class Pix2SeqConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> "Pix2SeqConfig":
         """A model that trains on a CPU in minutes on the generated 128 px dataset (4 classes)."""
-        base = dict(encoder=ViTConfig.tiny(128), dim=128, decoder_layers=2, decoder_heads=4, decoder_ff=512,
+        base = dict(encoder=ViTConfig.tiny(128), dim=128, decoder_layers=3, decoder_heads=4, decoder_ff=512,
                     num_bins=128, num_classes=4, max_len=62)
         return cls(**{**base, **overrides})
 

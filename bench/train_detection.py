@@ -1,0 +1,294 @@
+"""Training and evaluation of a Pix2Seq detector on a COCO-format split (the generated dataset by default).
+
+Loop: AdamW, linear warm-up then cosine decay, gradient clipping, cross-entropy on next-token targets
+with PAD ignored (input seq[:, :-1], target seq[:, 1:]). Sequence augmentation from the paper where it
+helps on this data: the objects of each image in a random order every time it is seen, and random
+horizontal flips. (The paper's noise objects need an extra "noise" class token that the port's
+vocabulary lacks, so they are not used.) Resumable: `<out>/last.pt` holds the model, optimiser,
+schedule and RNG states after every epoch; `--resume` continues from it. The exported checkpoint is a
+safetensors file with the config, seed, command and validation metrics in its metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bench.datasets.coco import CocoDetection
+from reference.pix2seq.checkpoint import save_checkpoint
+from reference.pix2seq.collate import collate_sequences, shift_for_training
+from reference.pix2seq.generate import generate
+from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig, prepare_images
+from reference.pix2seq.pipeline import detections_to_coco, prediction_table
+from reference.pix2seq.postprocess import postprocess_rows
+from reference.pix2seq.tokenizer import encode_objects
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40  # passes over the training split
+    batch_size: int = 32  # images per step
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.05  # AdamW weight decay (not on norms, biases, embeddings' pos tables)
+    warmup_steps: int = 300  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.02  # the cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm
+    random_order: bool = True  # shuffle each image's objects every time it is seen
+    hflip: float = 0.5  # probability of a horizontal flip
+    seed: int = 0  # model init, batch order and augmentation
+    eval_batch_size: int = 64  # images per generation batch at evaluation
+
+
+class DetectionData:
+    """A split held in memory: uint8 images (N,H,W,3), per-image boxes (xyxy pixels) and labels."""
+
+    def __init__(self, dataset: CocoDetection) -> None:
+        self.dataset = dataset
+        pairs = [dataset[i] for i in range(len(dataset))]
+        self.images = np.stack([img for img, _ in pairs])  # (N, H, W, 3) uint8
+        self.targets = [t for _, t in pairs]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def augmented_sequences(model: Pix2Seq, data: DetectionData, index: np.ndarray, cfg: TrainConfig,
+                        rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
+    """Images (B,H,W,3) and token sequences of `index`, flipped and with objects in a random order."""
+    images, sequences = [], []
+    for i in index:
+        image, target = data.images[i], data.targets[i]
+        boxes, labels, w = target["boxes"].astype(np.float64), target["labels"], target["width"]
+        if rng.random() < cfg.hflip:
+            image = image[:, ::-1]
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+        order = rng.permutation(len(labels)) if cfg.random_order else np.arange(len(labels))
+        sequences.append(encode_objects(model.vocab, boxes[order], labels[order], w, target["height"]))
+        images.append(image)
+    return np.stack(images), sequences
+
+
+def training_batch(model: Pix2Seq, images: np.ndarray, sequences: list[list[int]], device: torch.device):
+    """-> prepared images (B,3,S,S), decoder input (B,L-1), target (B,L-1), L = the longest sequence."""
+    tokens, _ = collate_sequences(model.vocab, sequences)  # (B, max_len), PAD-padded
+    tokens = tokens[:, : max(len(s) for s in sequences)].to(device)
+    x = prepare_images(images, model.cfg.image_size, device=device)
+    return x, *shift_for_training(tokens)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at `total` steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: Pix2Seq, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def sequence_loss(model: Pix2Seq, x: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = model(x, inputs)  # (B, L-1, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=model.vocab.pad)
+
+
+def train(model: Pix2Seq, data: DetectionData, cfg: TrainConfig, out_dir: Path, device: torch.device,
+          resume: bool = False, max_steps: int | None = None, log: Callable[[str], None] = print,
+          progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train `model` in place; returns {"losses": per-epoch mean losses, "steps", "seconds"}.
+    `on_epoch(epoch)` runs after each epoch's state is saved (e.g. a validation pass)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "last.pt"
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    epoch, step, history, seconds = 0, 0, [], 0.0
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state["train_config"] != asdict(cfg) or state["model_config"] != model.cfg.to_dict():
+            raise ValueError(f"{state_path}: saved with another train or model config; use a new --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, step, history, seconds = state["epoch"], state["step"], state["history"], state["seconds"]
+        log(f"resumed from {state_path} at epoch {epoch}, step {step}")
+    while epoch < cfg.epochs and (max_steps is None or step < max_steps):
+        rng = np.random.default_rng([cfg.seed, epoch])  # the epoch's order and augmentation: resumable
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout, reseeded per epoch for the same reason
+        order = rng.permutation(len(data))
+        start, losses = time.perf_counter(), []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   mininterval=5.0, leave=False)
+        interrupted = False
+        for b in bar:
+            if max_steps is not None and step >= max_steps:
+                interrupted = True  # a partial epoch is not saved: --resume redoes it
+                break
+            images, sequences = augmented_sequences(model, data, order[b * cfg.batch_size:(b + 1) * cfg.batch_size],
+                                                    cfg, rng)
+            x, inputs, targets = training_batch(model, images, sequences, device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            loss = sequence_loss(model, x, inputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
+        seconds += time.perf_counter() - start
+        if interrupted:
+            log(f"stopped at step {step} (max_steps) inside epoch {epoch + 1}")
+            break
+        epoch += 1
+        history.append(float(np.mean(losses)) if losses else float("nan"))
+        log(f"epoch {epoch}/{cfg.epochs} step {step} loss {history[-1]:.4f} lr {lr_at(step, total, cfg):.2e} "
+            f"({seconds:.0f} s)")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+                    "history": history, "seconds": seconds, "train_config": asdict(cfg),
+                    "model_config": model.cfg.to_dict()}, state_path)
+        if on_epoch is not None:
+            on_epoch(epoch)
+            model.train()
+    model.eval()
+    return {"losses": history, "steps": step, "seconds": seconds}
+
+
+@torch.no_grad()
+def predict(model: Pix2Seq, dataset: CocoDetection, device: torch.device, batch_size: int = 64,
+            images: np.ndarray | None = None, **generate_options) -> tuple[list[int], list[dict]]:
+    """Greedy, constrained, stop-at-EOS detections for every image of `dataset` -> (image ids, detections)."""
+    model.to(device).eval()
+    options = {"method": "cache", "constrain": True, "stop_at_eos": True, **generate_options}
+    ids, detections = [], []
+    for start in range(0, len(dataset), batch_size):
+        index = range(start, min(start + batch_size, len(dataset)))
+        batch = [images[i] for i in index] if images is not None else [dataset[i][0] for i in index]
+        targets = [dataset.target(dataset.image_ids[i]) for i in index]
+        tokens, probs = generate(model, prepare_images(batch, model.cfg.image_size, device=device), **options)
+        detections += postprocess_rows(model.vocab, tokens, probs, [(t["width"], t["height"]) for t in targets])
+        ids += [t["image_id"] for t in targets]
+    return ids, detections
+
+
+def evaluate(model: Pix2Seq, dataset: CocoDetection, device: torch.device, batch_size: int = 64,
+             images: np.ndarray | None = None):
+    """-> (image ids, detections, CocoEvaluation of the reference pipeline)."""
+    from bench.metrics.coco import evaluate_detections
+
+    ids, detections = predict(model, dataset, device, batch_size, images)
+    table = prediction_table(ids, detections, dataset.gt)
+    return ids, detections, evaluate_detections(dataset.gt, detections_to_coco(table, dataset.gt))
+
+
+def export(model: Pix2Seq, path: Path, metadata: dict[str, Any]) -> Path:
+    """The shipped checkpoint: fp16 safetensors + a JSON sidecar with the same metadata."""
+    import json
+
+    save_checkpoint(path, model, metadata, half=True)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({"config": model.cfg.to_dict(), **metadata}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def build_model(preset: str, seed: int, **overrides: Any) -> Pix2Seq:
+    presets = {"tiny": Pix2SeqConfig.tiny, "port": Pix2SeqConfig.port}
+    if preset not in presets:
+        raise ValueError(f"model preset {preset!r}: expected one of {', '.join(presets)}")
+    torch.manual_seed(seed)
+    return Pix2Seq(presets[preset](**overrides))
+
+
+# -- the `vsbench train detection` command ------------------------------------------------------------
+
+def configure_cli(parser) -> None:
+    tasks = parser.add_subparsers(dest="task", required=True)
+    p = tasks.add_parser("detection", help="train Pix2Seq on the generated dataset (or a COCO split)")
+    defaults = TrainConfig()
+    p.add_argument("--model", default="tiny", help="model preset: tiny | port")
+    p.add_argument("--out", type=Path, default=Path("runs/pix2seq_tiny"), help="run folder (last.pt, log)")
+    p.add_argument("--export", type=Path, default=None, help="write the trained model here (fp16 safetensors + .json)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    for name in ("epochs", "batch_size", "warmup_steps", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "weight_decay", "min_lr_ratio", "hflip"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument("--fixed-order", action="store_true", help="keep the annotation order of objects")
+    p.add_argument("--decoder-layers", type=int, default=None, help="override the preset's decoder depth")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    p.add_argument("--eval-every", type=int, default=0, help="validation AP every N epochs (0: at the end only)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="a COCO-layout dataset folder (images/{split}, annotations/instances_{split}.json); "
+                        "default: the generated dataset")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_cli(args) -> int:
+    import json
+    import shlex
+    import sys
+
+    from bench.datasets.synthetic import DatasetPaths, default_dataset
+    from bench.device import describe_device, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    paths = DatasetPaths.open(args.data_root) if args.data_root else default_dataset()
+    train_set = CocoDetection(paths.images_dir("train"), paths.instances_json("train"))
+    val_set = CocoDetection(paths.images_dir("val"), paths.instances_json("val"))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, hflip=args.hflip,
+                      random_order=not args.fixed_order, seed=args.seed)
+    overrides = {"num_classes": len(train_set.class_names)}
+    if args.decoder_layers:
+        overrides["decoder_layers"] = args.decoder_layers
+    model = build_model(args.model, cfg.seed, **overrides)
+    data, val_images = DetectionData(train_set), DetectionData(val_set).images
+    log_path = args.out / "train.log"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def validate(epoch: int) -> None:
+        if args.eval_every and epoch % args.eval_every == 0 and epoch < cfg.epochs:
+            stats = evaluate(model, val_set, device, cfg.eval_batch_size, val_images)[2].stats
+            log(f"epoch {epoch}: val AP {stats['AP']:.4f} AP50 {stats['AP50']:.4f}")
+
+    command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    log(f"{command}\ndevice {describe_device(device)}, dataset {paths.root} ({paths.fingerprint}), "
+        f"{len(train_set)} train / {len(val_set)} val images, {sum(p.numel() for p in model.parameters())} parameters")
+    summary = train(model, data, cfg, args.out, device, resume=args.resume, max_steps=args.max_steps, log=log,
+                    progress=not args.no_progress, on_epoch=validate)
+    evaluation = evaluate(model, val_set, device, cfg.eval_batch_size, val_images)[2]
+    log(f"final val AP {evaluation.stats['AP']:.4f} AP50 {evaluation.stats['AP50']:.4f} "
+        f"({summary['steps']} steps, {summary['seconds']:.0f} s of training)")
+    if args.export:
+        export(model, args.export, {
+            "command": command, "seed": cfg.seed, "train_config": asdict(cfg), "dataset_fingerprint": paths.fingerprint,
+            "train_seconds": round(summary["seconds"], 1), "steps": summary["steps"], "epoch_losses": summary["losses"],
+            "device": describe_device(device), "torch": torch.__version__,
+            "val_metrics": {k: v for k, v in evaluation.stats.items()}, "val_per_class_ap": evaluation.per_class_ap})
+        log(f"exported {args.export} ({args.export.stat().st_size / 1e6:.2f} MB) and {args.export.with_suffix('.json')}")
+    (args.out / "summary.json").write_text(json.dumps({"stats": evaluation.stats, **summary}, indent=2) + "\n")
+    return 0

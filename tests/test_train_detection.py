@@ -1,0 +1,99 @@
+"""Detection training: the loss falls on a tiny problem, an interrupted run resumes to the same weights,
+the schedule and the augmentation do what they say."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.train_detection import (TrainConfig, augmented_sequences, lr_at, train, training_batch)
+from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
+from reference.pix2seq.tokenizer import decode_sequence
+from reference.vision.vit import ViTConfig
+
+
+class ToyData:
+    """8 images of 32 px, each with one or two coloured squares: the DetectionData interface."""
+
+    def __init__(self, n: int = 8) -> None:
+        rng = np.random.default_rng(0)
+        self.images = np.zeros((n, 32, 32, 3), np.uint8)
+        self.targets = []
+        for i in range(n):
+            boxes, labels = [], []
+            for k in range(1 + i % 2):
+                x, y = rng.integers(0, 20, 2)
+                label = int(rng.integers(0, 2))
+                self.images[i, y:y + 10, x:x + 10, label] = 255
+                boxes.append([x, y, x + 10, y + 10])
+                labels.append(label)
+            self.targets.append({"boxes": np.array(boxes, np.float32), "labels": np.array(labels, np.int64),
+                                 "width": 32, "height": 32, "image_id": i + 1})
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def toy_model(seed: int = 0) -> Pix2Seq:
+    torch.manual_seed(seed)
+    cfg = Pix2SeqConfig(encoder=ViTConfig(image_size=32, patch_size=8, dim=32, depth=1, heads=2), dim=32,
+                        decoder_layers=1, decoder_heads=2, decoder_ff=64, num_bins=32, num_classes=2, max_len=17)
+    return Pix2Seq(cfg)
+
+
+def test_loss_decreases(tmp_path):
+    model, data = toy_model(), ToyData()
+    cfg = TrainConfig(epochs=25, batch_size=8, lr=3e-3, warmup_steps=3, seed=0)
+    history = train(model, data, cfg, tmp_path, torch.device("cpu"), log=lambda _: None, progress=False)["losses"]
+    assert len(history) == 25
+    assert np.mean(history[-3:]) < 0.7 * np.mean(history[:3])
+    assert not model.training and (tmp_path / "last.pt").is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, warmup_steps=2, seed=1)
+    whole = toy_model()
+    train(whole, ToyData(), cfg, tmp_path / "a", torch.device("cpu"), log=lambda _: None, progress=False)
+    part = toy_model()
+    train(part, ToyData(), cfg, tmp_path / "b", torch.device("cpu"), max_steps=3, log=lambda _: None,
+          progress=False)  # stops inside epoch 2: only epoch 1 is saved
+    resumed = toy_model(seed=5)  # different init: everything must come from last.pt
+    lines = []
+    summary = train(resumed, ToyData(), cfg, tmp_path / "b", torch.device("cpu"), resume=True, log=lines.append,
+                    progress=False)
+    assert any("resumed" in line and "epoch 1" in line for line in lines)
+    assert summary["steps"] == 6 and len(summary["losses"]) == 3
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_resume_refuses_another_config(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=8, warmup_steps=1)
+    train(toy_model(), ToyData(), cfg, tmp_path, torch.device("cpu"), log=lambda _: None, progress=False)
+    with pytest.raises(ValueError, match="another train or model config"):
+        train(toy_model(), ToyData(), TrainConfig(epochs=2, batch_size=8, warmup_steps=1), tmp_path,
+              torch.device("cpu"), resume=True, log=lambda _: None, progress=False)
+
+
+def test_learning_rate_schedule_by_hand():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.0)
+    assert lr_at(0, 110, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 110, cfg) == pytest.approx(1.0)
+    assert lr_at(60, 110, cfg) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_at(110, 110, cfg) == pytest.approx(0.0)
+
+
+def test_augmented_sequences_keep_the_objects():
+    model, data = toy_model(), ToyData()
+    cfg = TrainConfig(hflip=1.0)
+    images, sequences = augmented_sequences(model, data, np.arange(8), cfg, np.random.default_rng(0))
+    np.testing.assert_array_equal(images, data.images[:, :, ::-1])  # every image flipped
+    for seq, target in zip(sequences, data.targets):
+        boxes, labels = decode_sequence(model.vocab, seq)
+        flipped = np.stack([32 - target["boxes"][:, 2], target["boxes"][:, 1], 32 - target["boxes"][:, 0],
+                            target["boxes"][:, 3]], 1) / 32
+        got = sorted(zip(labels.tolist(), np.round(boxes * 31).tolist()))
+        want = sorted(zip(target["labels"].tolist(), np.floor(flipped * 31 + 1e-9).tolist()))
+        assert got == want
+    x, inputs, targets = training_batch(model, images, sequences, torch.device("cpu"))
+    assert x.shape == (8, 3, 32, 32) and inputs.shape == targets.shape == (8, 11)  # longest: BOS + 2 objects + EOS = 12, minus 1
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
