@@ -19,7 +19,7 @@ def feats(B, seed):
 @given(B=st.integers(2, 6), seed=st.integers(0, 999))
 def test_swapping_two_captions_of_one_image_keeps_the_itc_loss(api, B, seed):
     img, txt = feats(B, seed)
-    img[1] = img[0]  # rows 0 and 1: the same image, two different captions
+    # rows 0 and 1: two views of one image (different features, same id) with two different captions
     ids = torch.arange(B)
     ids[1] = 0
     swapped = txt.clone()
