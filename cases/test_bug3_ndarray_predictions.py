@@ -5,7 +5,7 @@ error. The table must keep every predicted object whatever container holds it.""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cases.strategies import coco_ground_truth, run_pipeline
 
@@ -34,6 +34,7 @@ def test_table_keeps_every_object_whatever_the_container(api, counts, container)
     assert len(table) == sum(counts)
 
 
+@settings(max_examples=20)  # each example runs COCOeval
 @given(data=st.data())
 def test_perfect_predictions_do_not_score_zero(api, data):
     """The silent failure mode: with every object predicted exactly, AP50 is 1.0, never 0.0."""

@@ -5,13 +5,14 @@ Every predicted row must carry the id of the image it was predicted for."""
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cases.strategies import coco_ground_truth, image_objects, run_pipeline
 
 pytestmark = pytest.mark.pix2seq
 
 
+@settings(max_examples=20)
 @given(data=st.data())
 def test_rows_carry_the_image_they_were_predicted_for(api, data):
     gt = data.draw(coco_ground_truth(api.num_bins, api.num_classes, max_images=6), label="gt")
