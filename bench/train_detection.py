@@ -41,7 +41,7 @@ class TrainConfig:
     warmup_steps: int = 300  # linear warm-up from 0 to lr
     min_lr_ratio: float = 0.02  # the cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # max global gradient norm
-    random_order: bool = True  # shuffle each image's objects every time it is seen
+    order: str = "random"  # object order in a sequence: random (new each time) | raster (by ymin, xmin) | given
     hflip: float = 0.5  # probability of a horizontal flip
     seed: int = 0  # model init, batch order and augmentation
     eval_batch_size: int = 64  # images per generation batch at evaluation
@@ -70,10 +70,21 @@ def augmented_sequences(model: Pix2Seq, data: DetectionData, index: np.ndarray, 
         if rng.random() < cfg.hflip:
             image = image[:, ::-1]
             boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
-        order = rng.permutation(len(labels)) if cfg.random_order else np.arange(len(labels))
+        order = object_order(boxes, cfg.order, rng)
         sequences.append(encode_objects(model.vocab, boxes[order], labels[order], w, target["height"]))
         images.append(image)
     return np.stack(images), sequences
+
+
+def object_order(boxes: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the objects in sequence order: random, raster (top to bottom, then left to right) or given."""
+    if order == "random":
+        return rng.permutation(len(boxes))
+    if order == "raster":
+        return np.lexsort((boxes[:, 0], boxes[:, 1]))  # primary key ymin, then xmin
+    if order == "given":
+        return np.arange(len(boxes))
+    raise ValueError(f"order={order!r}: expected random, raster or given")
 
 
 def training_batch(model: Pix2Seq, images: np.ndarray, sequences: list[list[int]], device: torch.device):
@@ -228,7 +239,8 @@ def configure_cli(parser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "weight_decay", "min_lr_ratio", "hflip"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    p.add_argument("--fixed-order", action="store_true", help="keep the annotation order of objects")
+    p.add_argument("--order", default=defaults.order, choices=["random", "raster", "given"],
+                   help="object order in the target sequences")
     p.add_argument("--decoder-layers", type=int, default=None, help="override the preset's decoder depth")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--eval-every", type=int, default=0, help="validation AP every N epochs (0: at the end only)")
@@ -256,7 +268,7 @@ def run_cli(args) -> int:
     val_set = CocoDetection(paths.images_dir("val"), paths.instances_json("val"))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, hflip=args.hflip,
-                      random_order=not args.fixed_order, seed=args.seed)
+                      order=args.order, seed=args.seed)
     overrides = {"num_classes": len(train_set.class_names)}
     if args.decoder_layers:
         overrides["decoder_layers"] = args.decoder_layers

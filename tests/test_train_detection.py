@@ -97,3 +97,15 @@ def test_augmented_sequences_keep_the_objects():
     x, inputs, targets = training_batch(model, images, sequences, torch.device("cpu"))
     assert x.shape == (8, 3, 32, 32) and inputs.shape == targets.shape == (8, 11)  # longest: BOS + 2 objects + EOS = 12, minus 1
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
+
+
+def test_object_orders_by_hand():
+    from bench.train_detection import object_order
+
+    boxes = np.array([[50, 10, 60, 20], [5, 30, 9, 40], [1, 10, 4, 12]], np.float64)
+    rng = np.random.default_rng(0)
+    assert object_order(boxes, "raster", rng).tolist() == [2, 0, 1]  # ymin 10 (x 1), ymin 10 (x 50), ymin 30
+    assert object_order(boxes, "given", rng).tolist() == [0, 1, 2]
+    assert sorted(object_order(boxes, "random", rng).tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="order"):
+        object_order(boxes, "area", rng)

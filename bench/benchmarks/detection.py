@@ -8,6 +8,7 @@ per-class AP), then the same generated tokens go through each known-bad stage of
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,13 @@ def generate_batches(model, dataset, images: np.ndarray, device: torch.device, b
         batches.append(([t["image_id"] for t in targets], tokens.cpu(), probs.cpu(),
                         [(t["width"], t["height"]) for t in targets]))
     return batches
+
+
+def with_vocab(impl, vocab):
+    """A copy of a pipeline object (reference or replica) reading tokens with the model's vocabulary."""
+    impl = copy.copy(impl)
+    impl.vocab = vocab
+    return impl
 
 
 def score_stage(impl, batches, gt) -> dict:
@@ -115,13 +123,13 @@ def run(ctx: RunContext) -> BenchmarkResult:
           "annotations": [a for a in val.gt["annotations"] if a["image_id"] in keep]}
     batches = generate_batches(model, val, images[:count], ctx.device)
 
-    reference = score_stage(PIX2SEQ, batches, gt)
+    reference = score_stage(with_vocab(PIX2SEQ, model.vocab), batches, gt)
     from bench.metrics.coco import evaluate_detections
     from reference.pix2seq.pipeline import detections_to_coco, prediction_table
 
     evaluation = evaluate_detections(gt, detections_to_coco(prediction_table(reference["ids"], reference["detections"]), gt))
-    stages = [("reference", reference)] + [(label, score_stage(load_implementation(spec), batches, gt))
-                                           for label, spec in BUG_STAGES]
+    stages = [("reference", reference)] + [
+        (label, score_stage(with_vocab(load_implementation(spec), model.vocab), batches, gt)) for label, spec in BUG_STAGES]
     bug_rows = [[label, s["AP"], s["AP50"], s["table_rows"], s["images_with_rows"], s["lost_batches"],
                  ", ".join(s["errors"]) or "-"] for label, s in stages]
 
