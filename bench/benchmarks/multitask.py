@@ -1,0 +1,264 @@
+"""The `multitask` benchmark (reports/multitask.md) and the `vsbench train-multitask` command.
+
+Scores the shipped Pix2SeqV2 checkpoints (bench/checkpoints/pix2seqv2_tiny*.safetensors) on the
+generated validation split: detection AP (COCOeval bbox), mask AP (segm), keypoint AP (keypoints,
+with the generated dataset's per-keypoint sigmas) and caption BLEU-1..4 (coco-caption BLEU), for the
+multi-task model and for the single-task baselines. Segmentation and keypoints are scored twice: with
+ground-truth box prompts (the task alone) and with the model's own detections as prompts (end to end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.registry import RunContext, register_benchmark, register_command
+from bench.results import BenchmarkResult, Figure, Section, Table
+from bench.train_multitask import configure_cli, load_split, run_cli
+from reference.pix2seq.model import prepare_images
+from reference.pix2seqv2.captioning import split_words
+from reference.pix2seqv2.inference import InferenceOptions, caption, detect, keypoint, segment
+from reference.pix2seqv2.model import load_v2_checkpoint
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+MULTI = "pix2seqv2_tiny"
+SINGLE = {t: f"pix2seqv2_tiny_{t}" for t in ("detection", "segmentation", "keypoint", "captioning")}
+
+
+@register_command("train-multitask", help="train the Pix2SeqV2 multi-task model (or a single-task baseline)",
+                  configure=configure_cli)
+def train_multitask_command(args) -> int:
+    return run_cli(args)
+
+
+def _gt_instances(data, index) -> list[tuple[int, np.ndarray, int, float]]:
+    return [(b, t["boxes"][k].astype(np.float64), int(t["labels"][k]), 1.0)
+            for b, i in enumerate(index) for t in [data.targets[i]] for k in range(len(t["labels"]))]
+
+
+def _det_instances(dets, opts: InferenceOptions) -> list[tuple[int, np.ndarray, int, float]]:
+    out = []
+    for b, d in enumerate(dets):
+        order = np.argsort(-d["scores"], kind="stable")[: opts.max_instances]
+        out += [(b, d["boxes"][k], int(d["labels"][k]), float(d["scores"][k])) for k in order]
+    return out
+
+
+@torch.no_grad()
+def run_model(model, words, data, device, tasks, prompt_dets=None, batch_images=32, limit=None) -> dict:
+    """Outputs of `model` on the split for `tasks` (subset of detection, segmentation, keypoint, captioning).
+
+    Instance tasks run twice: prompted by ground-truth boxes ("<task>_gt") and by detections ("<task>_det":
+    the model's own, or `prompt_dets` (one per image) when it has no detection task)."""
+    model.to(device).eval()
+    opts = InferenceOptions(num_keypoints=model.cfg.num_keypoints)
+    n = len(data) if limit is None else min(limit, len(data))
+    out: dict[str, list] = {}
+    for start in range(0, n, batch_images):
+        index = list(range(start, min(start + batch_images, n)))
+        sizes = [(data.targets[i]["width"], data.targets[i]["height"]) for i in index]
+        feats = model.encode(prepare_images(data.images[index], model.cfg.image_size, device=device))
+        if "detection" in tasks:
+            dets = detect(model, feats, sizes, opts)
+            out.setdefault("detection", []).extend(dets)
+        else:
+            dets = prompt_dets[start:start + len(index)] if prompt_dets is not None else None
+        for task, fn in (("segmentation", segment), ("keypoint", keypoint)):
+            if task not in tasks:
+                continue
+            for kind, inst in (("gt", _gt_instances(data, index)),
+                               ("det", _det_instances(dets, opts) if dets is not None else None)):
+                if inst is None:
+                    continue
+                res = fn(model, feats, sizes, inst, opts)
+                for r in res:
+                    r["image"] = index[r["image"]]
+                out.setdefault(f"{task}_{kind}", []).extend(res)
+        if "captioning" in tasks:
+            out.setdefault("captioning", []).extend(caption(model, feats, words, opts))
+    out["num_images"] = n
+    return out
+
+
+def score(out: dict, data, dataset, sigmas) -> dict[str, dict]:
+    """COCO / BLEU metrics of run_model's outputs -> {"detection": stats, "segmentation_gt": stats, ...}."""
+    from bench.metrics.bleu import corpus_bleu
+    from bench.metrics.coco import evaluate_detections
+
+    n = out["num_images"]
+    ids = [data.targets[i]["image_id"] for i in range(n)]
+    keep = set(ids)
+    gt = {**dataset.gt, "images": [im for im in dataset.gt["images"] if im["id"] in keep],
+          "annotations": [a for a in dataset.gt["annotations"] if a["image_id"] in keep]}
+    cat = dataset.label_to_category_id
+    metrics = {}
+    if "detection" in out:
+        res = [{"image_id": ids[b], "category_id": cat[int(lab)], "score": float(s),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+               for b, d in enumerate(out["detection"]) for (x0, y0, x1, y1), lab, s in zip(d["boxes"], d["labels"], d["scores"])]
+        metrics["detection"] = evaluate_detections(gt, res, iou_type="bbox").stats
+    for key in [k for k in out if k.startswith(("segmentation_", "keypoint_"))]:
+        if key.startswith("segmentation"):
+            res = [{"image_id": ids[r["image"]], "category_id": cat[r["label"]], "score": r["score"],
+                    "segmentation": r["rle"]} for r in out[key]]
+            metrics[key] = evaluate_detections(gt, res, iou_type="segm").stats
+        else:
+            res = [{"image_id": ids[r["image"]], "category_id": cat[r["label"]], "score": r["score"],
+                    "keypoints": np.asarray(r["keypoints"], np.float64).reshape(-1).tolist()} for r in out[key]]
+            metrics[key] = evaluate_detections(gt, res, iou_type="keypoints", kpt_oks_sigmas=sigmas).stats
+    if "captioning" in out:
+        refs = {ids[b]: [" ".join(split_words(c)) for c in data.captions[b]] for b in range(n)}
+        metrics["captioning"] = corpus_bleu({ids[b]: c for b, c in enumerate(out["captioning"])}, refs)
+    return metrics
+
+
+def codec_outputs(vocab, data, max_points: int, limit: int | None = None, codec: bool = True) -> dict:
+    """Ground truth in run_model's output format: through the task codecs (encode -> decode: the ceiling
+    that quantisation and polygon thinning leave to a perfect model), or exactly as annotated (codec False)."""
+    from reference.pix2seqv2 import decode_keypoints, decode_segmentation, encode_keypoints, encode_segmentation
+    from reference.pix2seqv2.segmentation import polygons_to_rle
+
+    n = len(data) if limit is None else min(limit, len(data))
+    out = {"num_images": n, "detection": [], "segmentation_gt": [], "keypoint_gt": []}
+    for b in range(n):
+        t = data.targets[b]
+        w, h = t["width"], t["height"]
+        boxes = t["boxes"].astype(np.float64)
+        if codec:
+            from reference.pix2seqv2 import decode_detection, encode_detection
+            boxes = decode_detection(vocab, encode_detection(vocab, boxes, t["labels"], w, h), w, h)["boxes"]
+        out["detection"].append({"boxes": boxes, "labels": t["labels"], "scores": np.ones(len(boxes))})
+        for k in range(len(t["labels"])):
+            box, lab = t["boxes"][k], int(t["labels"][k])
+            polys = [p.reshape(-1).astype(np.float64) for p in t["polygons"][k]]
+            kps = t["keypoints"][k].astype(np.float64)
+            if codec:
+                polys = decode_segmentation(vocab, encode_segmentation(vocab, box, lab, polys, w, h, None, max_points),
+                                            w, h)["polygons"]
+                kps = decode_keypoints(vocab, encode_keypoints(vocab, box, lab, kps, w, h), w, h, len(kps))["keypoints"]
+            out["segmentation_gt"].append({"image": b, "label": lab, "score": 1.0, "rle": polygons_to_rle(polys, w, h)})
+            out["keypoint_gt"].append({"image": b, "label": lab, "score": 1.0, "keypoints": kps})
+    return out
+
+
+ROWS = [  # (label, metrics key, stat)
+    ("detection AP", "detection", "AP"), ("detection AP50", "detection", "AP50"),
+    ("mask AP, GT box prompts", "segmentation_gt", "AP"), ("mask AP50, GT box prompts", "segmentation_gt", "AP50"),
+    ("mask AP, detected box prompts", "segmentation_det", "AP"),
+    ("keypoint AP, GT box prompts", "keypoint_gt", "AP"), ("keypoint AP50, GT box prompts", "keypoint_gt", "AP50"),
+    ("keypoint AP, detected box prompts", "keypoint_det", "AP"),
+    ("BLEU-1", "captioning", "BLEU-1"), ("BLEU-2", "captioning", "BLEU-2"),
+    ("BLEU-3", "captioning", "BLEU-3"), ("BLEU-4", "captioning", "BLEU-4"),
+]
+
+
+def _checkpoint(name: str, device):
+    path = CHECKPOINTS / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shipped checkpoint missing; recreate it with the command in "
+                                f"bench/checkpoints/{name}.json (vsbench train-multitask ...)")
+    return load_v2_checkpoint(path, map_location=device)
+
+
+@register_benchmark("multitask", description="Pix2SeqV2 multi-task vs single-task: det AP, mask AP, keypoint AP, BLEU",
+                    report="multitask", report_title="Pix2SeqV2 multi-task: detection, segmentation, keypoints, captioning")
+def run(ctx: RunContext) -> BenchmarkResult:
+    from bench.datasets import KEYPOINT_NAMES, KEYPOINT_SIGMAS, default_dataset
+
+    torch.manual_seed(ctx.seed)
+    paths = default_dataset()
+    dataset, data = load_split(paths, "val")
+    limit = 24 if ctx.quick else ctx.limit
+    model, words, meta = _checkpoint(MULTI, ctx.device)
+    multi_out = run_model(model, words, data, ctx.device, SINGLE.keys(), limit=limit)
+    multi = score(multi_out, data, dataset, KEYPOINT_SIGMAS)
+    single, metas = {}, {MULTI: meta}
+    det_model, det_words, metas[SINGLE["detection"]] = _checkpoint(SINGLE["detection"], ctx.device)
+    det_out = run_model(det_model, det_words, data, ctx.device, ["detection"], limit=limit)
+    single.update(score(det_out, data, dataset, KEYPOINT_SIGMAS))
+    for task in ("segmentation", "keypoint", "captioning"):
+        m, w, metas[SINGLE[task]] = _checkpoint(SINGLE[task], ctx.device)
+        out = run_model(m, w, data, ctx.device, [task], prompt_dets=det_out["detection"], limit=limit)
+        single.update(score(out, data, dataset, KEYPOINT_SIGMAS))
+    ceiling = score(codec_outputs(model.vocab, data, model.cfg.max_points, limit), data, dataset, KEYPOINT_SIGMAS)
+    ceiling["segmentation_det"], ceiling["keypoint_det"] = ceiling["segmentation_gt"], ceiling["keypoint_gt"]
+    rows = [[label, ceiling.get(key, {}).get(stat), single.get(key, {}).get(stat), multi.get(key, {}).get(stat)]
+            for label, key, stat in ROWS]
+    fig = sample_figure(data, multi_out, dataset.class_names, ctx.figures_dir / "multitask_samples.png",
+                        KEYPOINT_NAMES)
+    train_rows = [[name, m.get("train_config", {}).get("weights"), m.get("steps"), m.get("train_seconds"),
+                   m.get("command")] for name, m in metas.items()]
+    n = multi_out["num_images"]
+    sections = [
+        Section("Per-task metrics", text=(
+            f"Generated validation split, {n} images (128 x 128 px). Single-task models are the same tiny "
+            "network trained on one task only, for the number of sequences of that task that the multi-task "
+            "model saw (so they are trained for a fraction of its steps: see Training). End-to-end rows prompt "
+            "segmentation and keypoints with the same model's detections (single-task: the single-task "
+            "detector's boxes); GT rows prompt with the ground-truth boxes (score 1)."),
+            tables=[Table(["metric", "codec ceiling", "single-task", "multi-task"], rows, note=(
+                "codec ceiling: the ground truth encoded and decoded by the task codecs (bins, polygon "
+                "thinning to the model's max_points), scored as a prediction: the most a perfect model "
+                "can reach with this vocabulary."))]),
+        Section("Full COCO statistics of the multi-task model", tables=[
+            Table(["stat", *[k for k in multi if k != "captioning"]],
+                  [[s, *[multi[k].get(s) for k in multi if k != "captioning"]] for s in
+                   dict.fromkeys(s for k in multi if k != "captioning" for s in multi[k])])]),
+        Section("Training", text=(
+            "All models train on CPU from scratch (no pretrained weights) on the generated train split "
+            "(2000 images), seed 0. Keypoint OKS sigmas of the generated keypoints "
+            f"({', '.join(KEYPOINT_NAMES)}): {', '.join(map(str, KEYPOINT_SIGMAS))} (the extreme points are "
+            "exact polygon vertices; the centre is the area centroid, which nothing marks in the image)."),
+            tables=[Table(["checkpoint", "task weights", "steps", "train seconds", "command"], train_rows)]),
+        Section("Sample outputs of the multi-task model", figures=[Figure(f"figures/{fig.name}", (
+            "Validation images: detections (boxes, class, score); masks from detected-box prompts; keypoints "
+            "from detected-box prompts; generated caption (top) and the first reference caption (bottom)."))]),
+    ]
+    return BenchmarkResult(benchmark="multitask", report="multitask", title="Pix2SeqV2 multi-task vs single-task",
+                           metrics={"multi_task": multi, "single_task": single, "codec_ceiling": ceiling, "num_images": n},
+                           config={"checkpoints": sorted(metas), "dataset_fingerprint": paths.fingerprint,
+                                   "keypoint_sigmas": list(KEYPOINT_SIGMAS), "quick": ctx.quick},
+                           seeds={"seed": ctx.seed}, sections=sections)
+
+
+def sample_figure(data, out: dict, class_names, path: Path, keypoint_names, count: int = 4) -> Path:
+    """count x 4 panels: detections, masks, keypoints, caption, for the first `count` images of `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pycocotools import mask as mask_utils
+
+    count = min(count, out["num_images"])
+    fig, axes = plt.subplots(count, 4, figsize=(12, 3.1 * count), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for b in range(count):
+        image = data.images[b]
+        for ax in axes[b]:
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        det = out["detection"][b]
+        for k, ((x0, y0, x1, y1), lab, s) in enumerate(zip(det["boxes"], det["labels"], det["scores"])):
+            axes[b, 0].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colours(k % 10), lw=1.5))
+            axes[b, 0].text(x0, y0 - 1, f"{class_names[lab]} {s:.2f}", color=colours(k % 10), fontsize=7)
+        overlay = np.zeros((*image.shape[:2], 4))
+        for k, r in enumerate(r for r in out.get("segmentation_det", []) if r["image"] == b):
+            m = mask_utils.decode(r["rle"]).astype(bool)
+            overlay[m] = (*colours(k % 10)[:3], 0.55)
+        axes[b, 1].imshow(overlay)
+        for k, r in enumerate(r for r in out.get("keypoint_det", []) if r["image"] == b):
+            kp = np.asarray(r["keypoints"])
+            vis = kp[:, 2] > 0
+            axes[b, 2].scatter(kp[vis, 0], kp[vis, 1], s=14, color=colours(k % 10), edgecolors="black", linewidths=0.5)
+        axes[b, 3].set_title(out["captioning"][b][:60], fontsize=7)
+        axes[b, 3].set_xlabel(data.captions[b][0][:60] if data.captions[b] else "", fontsize=7)
+    for ax, title in zip(axes[0], ("detection", "segmentation", f"keypoints ({', '.join(keypoint_names)})", "")):
+        if title:
+            ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
