@@ -124,3 +124,19 @@ def test_prepare_images_by_hand():
     torch.testing.assert_close(x, expected.expand(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"images\[0\] must be HxWx3"):
         prepare_images([torch.zeros(8, 8)], 4)
+
+
+def test_static_shape_decode_equals_eager_decode(model):
+    """The CUDA-graph path decodes with the position in a tensor over the whole cache; same logits."""
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.double)
+    tokens = torch.randint(0, model.vocab.num_bins, (2, 7))
+    tokens[:, 0] = model.vocab.bos
+    tokens[1, 3] = model.vocab.pad
+    with torch.no_grad():
+        memory_kv = model.decoder.cross_kv(model.decoder.memory(model.encode(images)))
+        eager, static = model.new_cache(2, 10), model.new_cache(2, 10)
+        for t in range(7):
+            a = model.decoder.decode(tokens[:, t:t + 1], t, memory_kv, eager)
+            b = model.decoder.decode(tokens[:, t:t + 1], torch.tensor([t]), memory_kv, static)
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -67,7 +67,8 @@ def port_sized_rows(ctx: RunContext, batches: list[int], port_probe_steps: int) 
                 continue
             if method == "recompute" and not cuda and batch > 16:
                 continue  # CPU time budget: recorded as not measured
-            steps = port_probe_steps if (method == "port" and not cuda) else PORT_STEPS
+            probe = port_probe_steps if batch <= 16 else 1  # CPU time budget at batch 64
+            steps = probe if (method == "port" and not cuda) else PORT_STEPS
             out, seconds, cpu = timed(lambda: run(method, steps), device, repeats=3 if cuda and method != "port" else 1)
             results[method] = (out[0], seconds * PORT_STEPS / steps, cpu * PORT_STEPS / steps, steps)
         base, base_cpu = results["port"][1], results["port"][2]
@@ -136,7 +137,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     batches = [1] if ctx.quick else [1, 4, 16, 64]
     probe = 1 if ctx.quick else 2
     rows, metrics = port_sized_rows(ctx, batches, probe)
-    tiny, tiny_metrics, tiny_note = tiny_rows(ctx, 64 if ctx.quick else 200)
+    tiny, tiny_metrics, tiny_note = tiny_rows(ctx, 16 if ctx.quick else 64)
     metrics.update(tiny_metrics)
     cache_over_port = {b: metrics[f"cache_b{b}"]["speedup_vs_port"] for b in batches}
     metrics["cache_over_port"] = cache_over_port
