@@ -1,0 +1,178 @@
+"""Bad inputs the harness must answer with a clear error naming the input and the problem.
+
+One table (`BAD_INPUTS`) drives both tests/test_reliability.py and the `reliability` benchmark
+(reports/reliability.md): each entry builds its bad input in a scratch folder, runs the real code
+path, and states what must be seen: an exception of a type whose message matches a pattern, or no
+exception and a stated result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BadInput:
+    name: str
+    description: str  # the input, in words
+    expected: str  # the expected behaviour, in words
+    run: Callable[[Path], Any]  # builds the input under the scratch folder and calls the code path
+    error: type[BaseException] | None  # None: must not raise
+    pattern: str  # regex the message (or repr of the result) must match
+
+
+@dataclass
+class Outcome:
+    entry: BadInput
+    seen: str
+    ok: bool
+
+
+def _tiny_coco(folder: Path) -> tuple[Path, Path]:
+    """A 1-image COCO dataset written under `folder`: (images dir, instances json)."""
+    import cv2
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(images / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    data = {"images": [{"id": 7, "file_name": "a.png", "width": 16, "height": 16}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [2, 2, 8, 8], "area": 64.0, "iscrowd": 0}],
+            "categories": [{"id": 3, "name": "square"}]}
+    path = folder / "instances.json"
+    path.write_text(json.dumps(data))
+    return images, path
+
+
+def _gt() -> dict:
+    return {"images": [{"id": 1, "width": 100, "height": 100}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900.0,
+                             "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "thing"}]}
+
+
+def _evaluate(detections, gt=None):
+    from bench.metrics.coco import evaluate_detections
+
+    return evaluate_detections(gt or _gt(), detections)
+
+
+def _det(bbox, image_id=1, category_id=1):
+    return [{"image_id": image_id, "category_id": category_id, "bbox": bbox, "score": 0.9}]
+
+
+def _truncated_json(tmp: Path):
+    from bench.datasets.coco import CocoDetection
+
+    images, path = _tiny_coco(tmp)
+    path.write_text(path.read_text()[:57])
+    return CocoDetection(images, path)
+
+
+def _missing_image(tmp: Path):
+    from bench.datasets.coco import CocoDetection
+
+    images, path = _tiny_coco(tmp)
+    (images / "a.png").unlink()
+    return CocoDetection(images, path)[0]
+
+
+def _missing_path(tmp: Path):
+    from bench.datasets.coco import CocoDetection
+
+    return CocoDetection(tmp / "no-such-folder" / "images", tmp / "no-such-folder" / "instances.json")
+
+
+def _checkpoint_other_config(tmp: Path):
+    from reference.pix2seq.checkpoint import load_port_state_dict
+    from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
+
+    trained = Pix2Seq(Pix2SeqConfig.tiny())
+    other = Pix2Seq(Pix2SeqConfig.tiny(num_classes=6, decoder_layers=2))
+    return load_port_state_dict(other, trained.state_dict())
+
+
+def _truncated_checkpoint(tmp: Path):
+    from reference.pix2seq.checkpoint import load_checkpoint, save_checkpoint
+    from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
+
+    path = tmp / "model.safetensors"
+    save_checkpoint(path, Pix2Seq(Pix2SeqConfig.tiny()))
+    path.write_bytes(path.read_bytes()[:1000])
+    return load_checkpoint(path)
+
+
+def _bad_impl(tmp: Path):
+    from bench.plugins import load_object
+
+    return load_object("no_such_package.pipeline:PIPELINE")
+
+
+def _gt_id_zero(tmp: Path):
+    gt = _gt()
+    gt["annotations"][0]["id"] = 0
+    return _evaluate(_det([10, 10, 30, 30]), gt).stats["AP"]
+
+
+def _nan_tokens(tmp: Path):
+    from reference.pix2seq.tokenizer import Vocabulary, encode_objects
+
+    return encode_objects(Vocabulary(), [[1.0, float("nan"), 5.0, 5.0]], [0], 10, 10)
+
+
+BAD_INPUTS: list[BadInput] = [
+    BadInput("truncated-json", "instances JSON cut after 57 bytes", "ValueError naming the file and position",
+             _truncated_json, ValueError, r"instances\.json: malformed JSON at line \d+ column \d+"),
+    BadInput("missing-image", "an image file listed in the JSON is absent", "FileNotFoundError naming file and image id",
+             _missing_image, FileNotFoundError, r"a\.png.*7|7.*a\.png"),
+    BadInput("missing-data-path", "a dataset folder that does not exist", "FileNotFoundError naming the path",
+             _missing_path, FileNotFoundError, r"no-such-folder"),
+    BadInput("unknown-image-id", "a detection for image id 99, not in the ground truth", "ValueError naming id 99",
+             lambda tmp: _evaluate(_det([1, 1, 5, 5], image_id=99)), ValueError, r"99"),
+    BadInput("unknown-category-id", "a detection of category id 42, not in the ground truth",
+             "ValueError naming id 42", lambda tmp: _evaluate(_det([1, 1, 5, 5], category_id=42)), ValueError, r"42"),
+    BadInput("nan-box", "a detection box with NaN", "ValueError naming the box",
+             lambda tmp: _evaluate(_det([1, float("nan"), 5, 5])), ValueError, r"(?i)nan|finite"),
+    BadInput("inf-box", "a detection box with inf", "ValueError naming the box",
+             lambda tmp: _evaluate(_det([1, 1, float("inf"), 5])), ValueError, r"(?i)inf|finite"),
+    BadInput("negative-box", "a detection box of negative width", "ValueError naming the box",
+             lambda tmp: _evaluate(_det([10, 10, -5, 5])), ValueError, r"(?i)negative|width|size"),
+    BadInput("xyxy-as-xywh", "xyxy boxes [60, 60, 95, 95] passed as xywh on a 100 px image",
+             "ValueError saying the boxes look like xyxy", lambda tmp: _evaluate(_det([60, 60, 95, 95])),
+             ValueError, r"(?i)xyxy"),
+    BadInput("gt-annotation-id-0", "ground-truth annotation with id 0 (cocoapi #672), perfect detection",
+             "no error; ids renumbered, AP = 1.0", _gt_id_zero, None, r"^(0\.9999999999|1\.0)"),
+    BadInput("empty-predictions", "an empty prediction set", "no error; AP = 0.0 (not a crash in loadRes)",
+             lambda tmp: _evaluate([]).stats["AP"], None, r"^0\.0$"),
+    BadInput("nan-gt-token-box", "a NaN coordinate given to the tokenizer", "ValueError naming the box",
+             _nan_tokens, ValueError, r"boxes\[0\].*not finite"),
+    BadInput("checkpoint-other-config", "a tiny checkpoint loaded into a model of another config",
+             "CheckpointError listing the offending keys", _checkpoint_other_config, ValueError,
+             r"does not fit the model: .*(missing keys|shape mismatches) \["),
+    BadInput("truncated-checkpoint", "a safetensors checkpoint cut to 1000 bytes", "CheckpointError naming the file",
+             _truncated_checkpoint, ValueError, r"model\.safetensors"),
+    BadInput("unimportable-impl", "--impl no_such_package.pipeline:PIPELINE", "ImplementationError naming the module",
+             _bad_impl, Exception, r"cannot import module 'no_such_package\.pipeline'"),
+]
+
+
+def check(entry: BadInput, scratch: Path) -> Outcome:
+    """Run one entry in its own scratch folder and judge what was seen against what was expected."""
+    folder = scratch / entry.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        result = entry.run(folder)
+    except Exception as err:  # the point: record whatever came out
+        seen = f"{type(err).__name__}: {err}"
+        ok = entry.error is not None and isinstance(err, entry.error) and re.search(entry.pattern, str(err)) is not None
+        return Outcome(entry, seen, ok)
+    seen = f"no error; result {result!r:.80}"
+    ok = entry.error is None and re.search(entry.pattern, repr(result)) is not None
+    return Outcome(entry, seen, ok)
