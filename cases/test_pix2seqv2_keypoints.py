@@ -6,6 +6,12 @@ from hypothesis import given, settings, strategies as st
 
 pytestmark = pytest.mark.pix2seqv2
 
+
+@pytest.fixture(scope="module")
+def ids(api):
+    """The implementation's fixed token ids (num_bins, eos, task tokens, ...)."""
+    return dict(api.token_layout)
+
 BOX, LABEL = [2.0, 3.0, 40.0, 50.0], 0
 
 
@@ -19,12 +25,12 @@ def grid_keypoints(draw, side, max_k=17):
 
 @given(data=st.data())
 @settings(max_examples=30)
-def test_round_trip(api, data):
+def test_round_trip(api, ids, data):
     """Labelled keypoints come back at their place with v = 2, unlabelled ones as (0, 0, 0)."""
-    side = api.num_bins - 1
+    side = ids["num_bins"] - 1
     kps = data.draw(grid_keypoints(side))
     tokens = api.encode_keypoints(BOX, LABEL, kps, side, side)
-    assert tokens[0] == api.task_tokens["keypoint"] and tokens[-1] == api.eos
+    assert tokens[0] == ids["keypoint"] and tokens[-1] == ids["eos"]
     assert len(tokens) == 6 + 2 * len(kps) + 1
     out = api.decode_keypoints(tokens, side, side)
     got = np.asarray(out["keypoints"], np.float64)
@@ -40,19 +46,19 @@ def test_flat_and_stacked_keypoints_agree(api):
         api.encode_keypoints(BOX, LABEL, np.asarray(kps).reshape(-1).tolist(), 100, 100)
 
 
-def test_invisible_keypoint_is_two_invisible_tokens(api):
+def test_invisible_keypoint_is_two_invisible_tokens(api, ids):
     tokens = api.encode_keypoints(BOX, LABEL, [[5, 6, 2], [50, 60, 0], [7, 8, 2]], 100, 100)
-    assert tokens[8:10] == [api.invisible, api.invisible]
-    assert api.invisible not in tokens[6:8] + tokens[10:12]
+    assert tokens[8:10] == [ids["invisible"], ids["invisible"]]
+    assert ids["invisible"] not in tokens[6:8] + tokens[10:12]
 
 
 @given(w=st.integers(2, 1000), h=st.integers(2, 1000), overshoot=st.floats(0, 500))
-def test_keypoints_on_and_past_the_border_clamp_per_axis(api, w, h, overshoot):
+def test_keypoints_on_and_past_the_border_clamp_per_axis(api, ids, w, h, overshoot):
     """x is clamped to the width and y to the height (not the other way round): corners stay corners."""
     kps = [[0, 0, 2], [w, h, 2], [w + overshoot, h + overshoot, 2], [-overshoot, -overshoot, 2],
            [w + overshoot, 0, 2], [0, h + overshoot, 2]]
     tokens = api.encode_keypoints([0, 0, w, h], LABEL, kps, w, h)
-    assert all(0 <= t < api.num_bins for t in tokens[6:-1])
+    assert all(0 <= t < ids["num_bins"] for t in tokens[6:-1])
     got = np.asarray(api.decode_keypoints(tokens, w, h)["keypoints"], np.float64)
     want = np.array([[0, 0], [w, h], [w, h], [0, 0], [w, 0], [0, h]], np.float64)
     np.testing.assert_allclose(got[:, :2], want, atol=1e-6 * max(w, h))

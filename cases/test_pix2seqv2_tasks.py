@@ -7,20 +7,26 @@ from hypothesis import given, settings, strategies as st
 
 pytestmark = pytest.mark.pix2seqv2
 
+
+@pytest.fixture(scope="module")
+def ids(api):
+    """The implementation's fixed token ids (num_bins, eos, task tokens, ...)."""
+    return dict(api.token_layout)
+
 TASKS = ("detection", "segmentation", "captioning", "keypoint")
 
 
-def test_special_tokens_are_distinct_and_outside_bins_and_classes(api):
-    special = [api.bos, api.eos, api.pad, api.invisible, api.separator, *(api.task_tokens[t] for t in TASKS)]
+def test_special_tokens_are_distinct_and_outside_bins_and_classes(api, ids):
+    special = [ids["bos"], ids["eos"], ids["pad"], ids["invisible"], ids["separator"], *(ids[t] for t in TASKS)]
     assert len(set(special)) == len(special)
-    assert min(special) >= api.num_bins + api.num_classes
-    assert api.word_start > max(special)
+    assert min(special) >= ids["num_bins"] + ids["num_classes"]
+    assert ids["word_start"] > max(special)
 
 
-def test_task_token_replaces_bos(api):
+def test_task_token_replaces_bos(api, ids):
     for task in TASKS:
         prompt = api.prompt(task, [1, 2, 30, 40], 0, 100, 100)
-        assert prompt[0] == api.task_tokens[task] and api.bos not in prompt
+        assert prompt[0] == ids[task] and ids["bos"] not in prompt
         assert len(prompt) == (6 if task in ("segmentation", "keypoint") else 1)
 
 
@@ -37,11 +43,11 @@ def objects(draw, side, num_classes):
 
 @given(data=st.data())
 @settings(max_examples=30)
-def test_detection_round_trip(api, data):
-    side = api.num_bins - 1
-    boxes, labels = data.draw(objects(side, api.num_classes))
+def test_detection_round_trip(api, ids, data):
+    side = ids["num_bins"] - 1
+    boxes, labels = data.draw(objects(side, ids["num_classes"]))
     tokens = api.encode_detection(boxes, labels, side, side)
-    assert tokens[0] == api.task_tokens["detection"] and tokens[-1] == api.eos
+    assert tokens[0] == ids["detection"] and tokens[-1] == ids["eos"]
     out = api.decode_detection(tokens, side, side)
     np.testing.assert_allclose(np.asarray(out["boxes"], np.float64).reshape(-1, 4), boxes, atol=1e-6)
     assert np.array_equal(np.asarray(out["labels"]), labels)
@@ -65,11 +71,11 @@ def _sequences(api):
 
 @given(pad=st.integers(0, 5), order=st.permutations(list(TASKS)))
 @settings(max_examples=20)
-def test_loss_mask_excludes_prompt_and_pad_only(api, pad, order):
+def test_loss_mask_excludes_prompt_and_pad_only(api, ids, pad, order):
     """In a padded batch of all four tasks, exactly the tokens after each row's prompt are targets."""
     seqs = _sequences(api)
     width = max(len(s) for s in seqs.values()) + pad
-    batch = torch.full((len(order), width), api.pad, dtype=torch.long)
+    batch = torch.full((len(order), width), ids["pad"], dtype=torch.long)
     for row, task in enumerate(order):
         batch[row, :len(seqs[task])] = torch.tensor(seqs[task])
     mask = torch.as_tensor(api.target_mask(batch)).bool()

@@ -8,6 +8,7 @@ Conventions (shared by every part):
   the height, clamped to the image, quantised to bins. Boxes are xyxy.
 - Segmentation and keypoint sequences start with a 6-token prompt: the task token and the box prompt
   (x0, y0, x1, y1, class); detection and captioning prompts are the task token alone.
+- Part names differ from the pix2seq family's, so one object may implement both families.
 - Decoders take a row as a model emits it (task token first, EOS, maybe PAD or anything after) and
   never raise on token values.
 """
@@ -18,14 +19,10 @@ FAMILY = Family(
     name="pix2seqv2",
     reference_spec="reference.pix2seqv2.codecs:PIX2SEQV2",
     parts={
-        "num_bins": "int: number of coordinate bins",
-        "num_classes": "int: number of classes C",
-        "max_len": "int: longest sequence of any task, task token and EOS included",
-        "bos": "int", "eos": "int", "pad": "int",
-        "task_tokens": "dict task name -> token id, tasks: detection, segmentation, captioning, keypoint",
-        "invisible": "int: the token of both coordinates of a keypoint that is not labelled (v = 0)",
-        "separator": "int: the token between two polygons of one instance",
-        "word_start": "int: id of the first caption word (every word id is >= word_start)",
+        "token_layout": "dict of ids: num_bins, num_classes, max_len (longest sequence of any task), bos, "
+                        "eos, pad, the task tokens detection, segmentation, captioning, keypoint, invisible "
+                        "(both coordinates of an unlabelled keypoint), separator (between polygons), "
+                        "word_start (every caption word id is >= it)",
         "prompt": "prompt(task, box=None, label=None, width=1, height=1) -> list[int]: the tokens given "
                   "before generation",
         "encode_detection": "encode_detection(boxes (N,4), labels (N,), width, height) -> list[int]",

@@ -19,16 +19,14 @@ class Pix2SeqV2Codecs:
     def __init__(self, vocab: TaskVocabulary = COCO) -> None:
         self.vocab = vocab
 
-    num_bins = property(lambda self: self.vocab.num_bins)
-    num_classes = property(lambda self: self.vocab.num_classes)
-    max_len = property(lambda self: self.vocab.max_len)
-    bos = property(lambda self: self.vocab.bos)
-    eos = property(lambda self: self.vocab.eos)
-    pad = property(lambda self: self.vocab.pad)
-    task_tokens = property(lambda self: self.vocab.task_tokens)
-    invisible = property(lambda self: self.vocab.invisible)
-    separator = property(lambda self: self.vocab.separator)
-    word_start = property(lambda self: self.vocab.word_start)
+    @property
+    def token_layout(self) -> dict[str, int]:
+        """Every fixed id of the vocabulary (the part names are not those of the pix2seq family, so that
+        one object may implement both families without either one's cases running on the other)."""
+        v = self.vocab
+        return {"num_bins": v.num_bins, "num_classes": v.num_classes, "max_len": v.max_len, "bos": v.bos,
+                "eos": v.eos, "pad": v.pad, **v.task_tokens, "invisible": v.invisible, "separator": v.separator,
+                "word_start": v.word_start}
 
     def prompt(self, task: str, box=None, label=None, width: float = 1.0, height: float = 1.0) -> list[int]:
         return prompt.task_prompt(self.vocab, task, box, label, width, height)
