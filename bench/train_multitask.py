@@ -78,9 +78,13 @@ class MultiTaskData(DetectionData):
         super().__init__(dataset)
         self.captions = [captions.get(t["image_id"], []) for t in self.targets]
         names = dataset.categories[0].get("keypoints", []) if dataset.categories else []
-        self.flip_index = np.array([names.index(n.replace("left", "#").replace("right", "left").replace("#", "right"))
-                                    if n.replace("left", "#").replace("right", "left").replace("#", "right") in names
-                                    else i for i, n in enumerate(names)], np.int64)
+        mirrored = [mirror_words(n, "_") for n in names]
+        self.flip_index = np.array([names.index(m) if m in names else i for i, m in enumerate(mirrored)], np.int64)
+
+
+def mirror_words(text: str, sep: str = " ") -> str:
+    """'left_eye' -> 'right_eye' (sep '_'), 'to the left of' -> 'to the right of'."""
+    return sep.join(SWAP_WORDS.get(w, w) for w in text.split(sep))
 
 
 def flip_target(target: dict, flip_index: np.ndarray) -> dict:
@@ -92,10 +96,6 @@ def flip_target(target: dict, flip_index: np.ndarray) -> dict:
     polys = [[np.stack([w - p[:, 0], p[:, 1]], 1)[::-1] for p in obj] for obj in target["polygons"]]
     return {**target, "boxes": np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1), "keypoints": kps,
             "polygons": polys}
-
-
-def flip_caption(caption: str) -> str:
-    return " ".join(SWAP_WORDS.get(w, w) for w in caption.split(" "))
 
 
 def jitter_box(box: np.ndarray, amount: float, rng: np.random.Generator, width: float, height: float) -> np.ndarray:
@@ -134,7 +134,7 @@ def make_batch(model: Pix2Seq, words: WordList, data: MultiTaskData, index: np.n
         image, target, captions = data.images[i], data.targets[i], data.captions[i]
         if rng.random() < cfg.hflip:
             image, target = image[:, ::-1], flip_target(target, data.flip_index)
-            captions = [flip_caption(c) for c in captions]
+            captions = [mirror_words(c) for c in captions]
         images.append(image)
         for task in rng.choice(tasks, size=cfg.rows_per_image, p=p):
             seqs.append(task_sequence(str(task), model, words, target, captions, cfg, rng, model.cfg.max_points))

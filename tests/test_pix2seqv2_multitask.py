@@ -8,7 +8,7 @@ import torch
 from bench.benchmarks.multitask import codec_outputs, score
 from bench.datasets import KEYPOINT_NAMES, KEYPOINT_SIGMAS
 from bench.datasets.synthetic import SyntheticConfig, generate_dataset
-from bench.train_multitask import (MultiTaskConfig, flip_caption, flip_target, load_split, make_batch, parse_weights,
+from bench.train_multitask import (MultiTaskConfig, mirror_words, flip_target, load_split, make_batch, parse_weights,
                                    train_multitask)
 from reference.pix2seqv2 import WordList, split_words
 from reference.pix2seqv2.loss import target_mask
@@ -45,8 +45,9 @@ def test_flip_swaps_left_and_right(split):
     w = t["width"]
     np.testing.assert_allclose(f["boxes"][:, [0, 2]], w - t["boxes"][:, [2, 0]], atol=1e-4)
     np.testing.assert_allclose(f["keypoints"][:, 3, 0], w - t["keypoints"][:, 4, 0], atol=1e-4)  # new left = old right
-    assert flip_caption("a star to the left of a circle in the top right corner") == \
+    assert mirror_words("a star to the left of a circle in the top right corner") == \
         "a star to the right of a circle in the top left corner"
+    assert mirror_words("left_eye", "_") == "right_eye"
 
 
 def test_batch_rows_follow_the_weights(split, model_and_words):

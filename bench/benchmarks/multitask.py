@@ -19,7 +19,7 @@ from bench.results import BenchmarkResult, Figure, Section, Table
 from bench.train_multitask import configure_cli, load_split, run_cli
 from reference.pix2seq.model import prepare_images
 from reference.pix2seqv2.captioning import split_words
-from reference.pix2seqv2.inference import InferenceOptions, caption, detect, keypoint, segment
+from reference.pix2seqv2.inference import InferenceOptions, caption, detect, detected_instances, keypoint, segment
 from reference.pix2seqv2.model import load_v2_checkpoint
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -36,14 +36,6 @@ def train_multitask_command(args) -> int:
 def _gt_instances(data, index) -> list[tuple[int, np.ndarray, int, float]]:
     return [(b, t["boxes"][k].astype(np.float64), int(t["labels"][k]), 1.0)
             for b, i in enumerate(index) for t in [data.targets[i]] for k in range(len(t["labels"]))]
-
-
-def _det_instances(dets, opts: InferenceOptions) -> list[tuple[int, np.ndarray, int, float]]:
-    out = []
-    for b, d in enumerate(dets):
-        order = np.argsort(-d["scores"], kind="stable")[: opts.max_instances]
-        out += [(b, d["boxes"][k], int(d["labels"][k]), float(d["scores"][k])) for k in order]
-    return out
 
 
 @torch.no_grad()
@@ -69,7 +61,7 @@ def run_model(model, words, data, device, tasks, prompt_dets=None, batch_images=
             if task not in tasks:
                 continue
             for kind, inst in (("gt", _gt_instances(data, index)),
-                               ("det", _det_instances(dets, opts) if dets is not None else None)):
+                               ("det", detected_instances(dets, opts) if dets is not None else None)):
                 if inst is None:
                     continue
                 res = fn(model, feats, sizes, inst, opts)

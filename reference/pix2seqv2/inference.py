@@ -60,7 +60,7 @@ def detect(model: Pix2Seq, features: torch.Tensor, sizes: Sequence[tuple[float, 
     return [detection.decode_detection(vocab, tokens[b], *sizes[b], probs=probs[b]) for b in range(len(sizes))]
 
 
-def _instances(dets: Sequence[dict], opts: InferenceOptions) -> list[tuple[int, np.ndarray, int, float]]:
+def detected_instances(dets: Sequence[dict], opts: InferenceOptions) -> list[tuple[int, np.ndarray, int, float]]:
     """(image row, box, label, score) of the detections that prompt the instance tasks."""
     out = []
     for b, det in enumerate(dets):
@@ -113,7 +113,7 @@ def infer_all(model: Pix2Seq, images: torch.Tensor, sizes: Sequence[tuple[float,
     out: dict = {}
     if {"detection", "segmentation", "keypoint"} & set(tasks):
         out["detection"] = detect(model, features, sizes, opts)
-        instances = _instances(out["detection"], opts)
+        instances = detected_instances(out["detection"], opts)
         if "segmentation" in tasks:
             out["segmentation"] = segment(model, features, sizes, instances, opts)
         if "keypoint" in tasks:
