@@ -28,21 +28,29 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     sim = sim.float()
-    out = []
+    Ni, Nt = sim.shape
+    tops = []  # (rows, cols) of each direction's top-k, as (image, text) index pairs
     for matrix, swap in ((sim, False), (sim.t(), True)):
         kk = min(k, matrix.shape[1])
         top = matrix.topk(kk, dim=1).indices  # (R, kk)
         rows = torch.arange(matrix.shape[0], device=sim.device)[:, None].expand_as(top).reshape(-1)  # (R*kk,)
         cols = top.reshape(-1)
-        scores = []
-        for start in range(0, rows.numel(), batch_size):
-            r, c = rows[start:start + batch_size], cols[start:start + batch_size]
-            scores.append(torch.as_tensor(itm_score(c, r) if swap else itm_score(r, c)).float().reshape(-1))
-        itm = torch.cat(scores) if scores else torch.zeros(0)
-        final = torch.full_like(matrix, FILL)
-        final[rows, cols] = itm.to(final.device) + matrix[rows, cols]
-        out.append(final)
-    return out[0], out[1]
+        tops.append((cols, rows) if swap else (rows, cols))
+    # a pair in both directions' top-k is scored once
+    flat = torch.cat([i * Nt + t for i, t in tops])
+    unique, inverse = torch.unique(flat, return_inverse=True)
+    scores = []
+    for start in range(0, unique.numel(), batch_size):
+        chunk = unique[start:start + batch_size]
+        scores.append(torch.as_tensor(itm_score(chunk // Nt, chunk % Nt)).float().reshape(-1).to(sim.device))
+    itm = torch.cat(scores)[inverse] if scores else torch.zeros(0, device=sim.device)
+    i2t = torch.full_like(sim, FILL)
+    t2i = torch.full_like(sim.t(), FILL)
+    n_i2t = tops[0][0].numel()
+    (ri, ci), (rt, ct) = tops
+    i2t[ri, ci] = itm[:n_i2t] + sim[ri, ci]
+    t2i[ct, rt] = itm[n_i2t:] + sim[rt, ct]
+    return i2t, t2i
 
 
 def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int],
@@ -62,8 +70,8 @@ def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image:
     t2i_rank = (score_t2i > gt_score[:, None]).sum(dim=1)
     out = {}
     for k in ks:
-        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
-        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
+        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).double().mean().item()
+        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).double().mean().item()
     out["i2t_mean"] = sum(out[f"i2t_R@{k}"] for k in ks) / len(ks)
     out["t2i_mean"] = sum(out[f"t2i_R@{k}"] for k in ks) / len(ks)
     return out

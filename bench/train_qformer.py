@@ -1,0 +1,174 @@
+"""Train the tiny BLIP-2 Q-Former (stage 1: ITC + ITM + ITG) on the generated dataset's captions, and
+load / save its checkpoint (bench/checkpoints/qformer_tiny.safetensors + .json).
+
+The image encoder is the frozen fixed-seed patch encoder of reference/blip2/image_encoder.py: its features are
+computed once per image, then only the Q-Former and its heads learn. `vsbench train-qformer` (registered in
+bench/benchmarks/captioning.py) runs `train()`; the JSON beside the weights records the reproducing command,
+seed, configs, vocabulary, dataset fingerprint and the metrics at save time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.datasets.coco import CocoDetection, read_captions
+from bench.datasets.synthetic import DatasetPaths, default_dataset
+from bench.storage import read_json, write_json
+from reference.blip2.image_encoder import FrozenPatchEncoder, PatchEncoderConfig
+from reference.blip2.qformer import QFormerConfig
+from reference.blip2.stage1 import Blip2Stage1, Blip2Stage1Config
+from reference.blip2.tokenizer import WordTokenizer
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINT = CHECKPOINT_DIR / "qformer_tiny.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1200  # optimisation steps
+    batch_size: int = 32  # images per step (one random caption each)
+    lr: float = 1.5e-3  # AdamW peak learning rate
+    weight_decay: float = 0.05
+    warmup: int = 100  # linear warm-up steps, then cosine decay to 0
+    max_text_len: int = 22  # [CLS] + words + [SEP], padded (the generated captions have <= 20 words)
+    seed: int = 0
+    threads: int = 1  # torch CPU threads (the machine is shared)
+    hidden_size: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 128
+    num_query_tokens: int = 8
+    cross_attention_freq: int = 2
+    embed_dim: int = 64
+    dropout: float = 0.1  # hidden dropout (attention dropout is 0: on CPU it costs more than it helps here)
+    encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
+
+
+@dataclass
+class CaptionSplit:
+    """One split: image ids, frozen features (N_img, P, D) and the captions of each image."""
+
+    image_ids: list[int]
+    features: torch.Tensor
+    captions: dict[int, list[str]]
+
+
+def load_split(paths: DatasetPaths, split: str, encoder: FrozenPatchEncoder, limit: int | None = None,
+               batch: int = 64) -> CaptionSplit:
+    """Read a split's images and captions and encode the images with the frozen encoder."""
+    data = CocoDetection(paths.images_dir(split), paths.instances_json(split))
+    captions = read_captions(paths.captions_json(split))
+    count = len(data) if limit is None else min(limit, len(data))
+    ids, feats, pending = [], [], []
+    for index in range(count):
+        image, target = data[index]
+        ids.append(int(target["image_id"]))
+        pending.append(image)
+        if len(pending) == batch or index == count - 1:
+            feats.append(encoder(torch.from_numpy(np.stack(pending))))
+            pending = []
+    missing = [i for i in ids if not captions.get(i)]
+    if missing:
+        raise ValueError(f"{paths.captions_json(split)}: images without captions: {missing[:5]}")
+    return CaptionSplit(ids, torch.cat(feats) if feats else torch.zeros(0), {i: captions[i] for i in ids})
+
+
+def build_model(cfg: TrainConfig, tokenizer: WordTokenizer) -> Blip2Stage1:
+    q = QFormerConfig(vocab_size=tokenizer.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                      num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                      max_position_embeddings=cfg.max_text_len, hidden_dropout_prob=cfg.dropout,
+                      attention_probs_dropout_prob=0.0, cross_attention_freq=cfg.cross_attention_freq,
+                      encoder_width=cfg.encoder.width, num_query_tokens=cfg.num_query_tokens,
+                      pad_token_id=tokenizer.pad_id)
+    return Blip2Stage1(Blip2Stage1Config(qformer=q, embed_dim=cfg.embed_dim, cls_token_id=tokenizer.cls_id,
+                                         sep_token_id=tokenizer.sep_id, dec_token_id=tokenizer.dec_id))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every: int = 100,
+          dataset: DatasetPaths | None = None) -> dict[str, Any]:
+    """Train and save; returns the metadata written beside the weights."""
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    paths = dataset or default_dataset()
+    encoder = FrozenPatchEncoder(cfg.encoder)
+    split = load_split(paths, "train", encoder)
+    tokenizer = WordTokenizer.from_texts(c for caps in split.captions.values() for c in caps)
+    model = build_model(cfg, tokenizer).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "query_tokens" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "query_tokens" not in n)]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(split.image_ids)
+    history, start = [], time.time()
+    for step in range(cfg.steps):
+        rows = torch.randperm(n, generator=gen)[: cfg.batch_size]
+        texts = [split.captions[split.image_ids[r]][int(torch.randint(5, (1,), generator=gen)) %
+                                                     len(split.captions[split.image_ids[r]])] for r in rows.tolist()]
+        ids, mask = tokenizer.encode(texts, cfg.max_text_len)
+        image_ids = torch.tensor([split.image_ids[r] for r in rows.tolist()])
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        losses = model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen)
+        optim.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+        if log_every and (step + 1) % log_every == 0:
+            recent = {k: float(np.mean([h[k] for h in history[-log_every:]])) for k in history[-1]}
+            print(f"step {step + 1}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
+                  + f" ({time.time() - start:.0f}s)", flush=True)
+    tail = history[-min(100, len(history)):]
+    meta = {
+        "command": command or "vsbench train-qformer",
+        "seed": cfg.seed,
+        "train_config": asdict(cfg),
+        "model_config": asdict(model.config),
+        "vocab": list(tokenizer.words),
+        "dataset_fingerprint": paths.fingerprint,
+        "train_images": n,
+        "train_seconds": round(time.time() - start, 1),
+        "torch": torch.__version__,
+        "metrics_at_save": {f"train_{k}_last100": float(np.mean([h[k] for h in tail])) for k in tail[0]},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state.update({f"encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()})
+    save_file(state, str(out))
+    write_json(out.with_suffix(".json"), meta)
+    return meta
+
+
+def load_checkpoint(path: Path = CHECKPOINT, device: torch.device | str = "cpu"):
+    """(model in eval mode, frozen encoder, tokenizer, metadata) from a checkpoint written by `train`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"checkpoint {path} (and its .json) not found; create it with `vsbench train-qformer`")
+    meta = read_json(path.with_suffix(".json"))
+    cfg = TrainConfig(**{**meta["train_config"], "encoder": PatchEncoderConfig(**meta["train_config"]["encoder"])})
+    tokenizer = WordTokenizer(tuple(meta["vocab"]))
+    state = load_file(str(path))
+    model = build_model(cfg, tokenizer)
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    encoder = FrozenPatchEncoder(cfg.encoder)
+    encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+    return model.eval().to(device), encoder.to(device), tokenizer, meta
