@@ -5,6 +5,9 @@ in SQLite (WAL journal, one transaction per batch, so a run killed at any point 
 batch); each entry carries the sha256 of its JSON text, so a corrupt or truncated entry is detected,
 dropped and recomputed. Sampled (non-deterministic) generations are cached only when seeded.
 
+Fault injection: with VSBENCH_KILL_AFTER_BATCHES=K the process SIGKILLs itself after storing its
+K-th computed batch (how the fault test interrupts a real run at a known point).
+
 Export schema (`<reports>/samples/<benchmark>.jsonl`): a first line {"run": RunKey fields, "run_id"},
 then one line per sample, sorted by id: {"sample_id", "sha256", "output"}.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,12 +87,13 @@ class SampleStore:
 
 def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], dict[Hashable, Any]], *,
                      key: RunKey, store: SampleStore | None = None, batch_size: int = 16,
-                     cacheable: bool = True, progress: Callable[[int, int], None] | None = None
-                     ) -> dict[Hashable, Any] | None:
+                     cacheable: bool = True, progress: Callable[[int, int], None] | None = None,
+                     counts: dict[str, int] | None = None) -> dict[Hashable, Any] | None:
     """Run `compute(batch_ids) -> {id: output}` over this rank's shard, skipping cached samples, then
     gather everything to rank 0. Returns {id: output} in `sample_ids` order on rank 0, None elsewhere.
 
     Outputs must be JSON-able; a non-cacheable run (unseeded sampling) neither reads nor writes the store.
+    `counts`, when given, receives this rank's numbers of cached and computed samples.
     """
     if len(set(sample_ids)) != len(sample_ids):
         raise ValueError("sample ids must be unique")
@@ -95,7 +101,10 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
     use_store = store is not None and cacheable
     local = store.load(key, mine) if use_store else {}
     missing = [i for i in mine if i not in local]
-    for start in range(0, len(missing), batch_size):
+    if counts is not None:
+        counts.update(cached=len(local), computed=len(missing))
+    kill_after = int(os.environ.get("VSBENCH_KILL_AFTER_BATCHES", "0"))
+    for number, start in enumerate(range(0, len(missing), batch_size), 1):
         batch = missing[start:start + batch_size]
         outputs = compute(batch)
         if set(outputs) != set(batch):
@@ -107,6 +116,8 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
         local.update(outputs)
         if progress:
             progress(len(local), len(mine))
+        if kill_after and number >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
     parts = distributed.gather_to_main(local)
     if parts is None:
         return None

@@ -9,6 +9,7 @@ per-class AP), then the same generated tokens go through each known-bad stage of
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,16 @@ import torch
 from bench.implementations import PIX2SEQ, load_implementation
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
+from bench.samples import RunKey, evaluate_samples, export_samples
+from bench.storage import file_sha256, stable_hash
 from bench.train_detection import configure_cli, run_cli
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pix2seq_tiny.safetensors"
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pix2seq_tiny.safetensors"
+
+
+def checkpoint_path() -> Path:
+    """The shipped tiny checkpoint, or the one named by VSBENCH_PIX2SEQ_CHECKPOINT (a local file)."""
+    return Path(os.environ.get("VSBENCH_PIX2SEQ_CHECKPOINT") or SHIPPED_CHECKPOINT)
 BUG_STAGES = [  # (label, spec, what the stage replaces)
     ("port bug 2 (empty row crashes postprocess)", "cases.known_bad.port:PORT_BUG2"),
     ("port bug 3 (isinstance(x, list) filter)", "cases.known_bad.port:PORT_BUG3"),
@@ -33,20 +41,36 @@ def _train(args) -> int:
     return run_cli(args)
 
 
-def generate_batches(model, dataset, images: np.ndarray, device: torch.device, batch_size: int = 64):
-    """-> list of (image ids, tokens (B,T), probs (B,T), sizes) per batch, generated once."""
+def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list, sizes: dict, key: RunKey,
+                    counts: dict | None = None, batch_size: int = 16, rebatch: int = 64):
+    """Generate each image's tokens once per (config, checkpoint, dataset) through the per-sample cache
+    (resumable; sharded over torchrun ranks), then regroup them into postprocess batches of `rebatch`.
+
+    -> list of (image ids, tokens (B,T), probs (B,T), sizes) on rank 0; None on the other ranks."""
     from reference.pix2seq.generate import generate
     from reference.pix2seq.model import prepare_images
 
-    batches = []
-    for start in range(0, len(images), batch_size):
-        index = range(start, min(start + batch_size, len(images)))
-        targets = [dataset.target(dataset.image_ids[i]) for i in index]
-        x = prepare_images(images[start:start + len(index)], model.cfg.image_size, device=device)
+    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+
+    def compute(batch_ids: list) -> dict:
+        x = prepare_images(images[[row_of[i] for i in batch_ids]], model.cfg.image_size, device=ctx.device)
         tokens, probs = generate(model, x, method="cache", constrain=True, stop_at_eos=True)
-        batches.append(([t["image_id"] for t in targets], tokens.cpu(), probs.cpu(),
-                        [(t["width"], t["height"]) for t in targets]))
-    return batches
+        return {i: {"tokens": tokens[k].tolist(), "probs": probs[k].tolist()} for k, i in enumerate(batch_ids)}
+
+    outputs = evaluate_samples(image_ids, compute, key=key, store=ctx.store, batch_size=batch_size, counts=counts)
+    if outputs is None:
+        return None, None
+    batches = []
+    for start in range(0, len(image_ids), rebatch):
+        ids = image_ids[start:start + rebatch]
+        width = max(len(outputs[i]["tokens"]) for i in ids)
+        tokens = torch.full((len(ids), width), model.vocab.pad, dtype=torch.long)  # (B, T) PAD after each row
+        probs = torch.zeros((len(ids), width), dtype=torch.float32)
+        for row, i in enumerate(ids):
+            tokens[row, : len(outputs[i]["tokens"])] = torch.tensor(outputs[i]["tokens"])
+            probs[row, : len(outputs[i]["probs"])] = torch.tensor(outputs[i]["probs"])
+        batches.append((list(ids), tokens, probs, [sizes[i] for i in ids]))
+    return batches, outputs
 
 
 def with_vocab(impl, vocab):
@@ -101,7 +125,7 @@ def draw_samples(path: Path, images: np.ndarray, gt_targets, detections, class_n
 
 
 @register_benchmark("detection", description="Pix2Seq tiny checkpoint on the generated val split + bug impact",
-                    report="detection", order=0, report_title="Detection")
+                    report="detection", order=0, report_title="Detection", distributed=True)
 def run(ctx: RunContext) -> BenchmarkResult:
     from bench.datasets.coco import CocoDetection
     from bench.datasets.synthetic import default_dataset
@@ -109,6 +133,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     from reference.pix2seq.checkpoint import load_checkpoint
 
     title = "Pix2Seq detection on the generated dataset"
+    CHECKPOINT = checkpoint_path()
     if not CHECKPOINT.is_file():
         return BenchmarkResult(benchmark="detection", report="detection", title=title, metrics={}, config={},
                                seeds={"seed": ctx.seed}, ok=False,
@@ -121,7 +146,18 @@ def run(ctx: RunContext) -> BenchmarkResult:
     keep = set(val.image_ids[:count])
     gt = {**val.gt, "images": [i for i in val.gt["images"] if i["id"] in keep],
           "annotations": [a for a in val.gt["annotations"] if a["image_id"] in keep]}
-    batches = generate_batches(model, val, images[:count], ctx.device)
+    image_ids = list(val.image_ids[:count])
+    sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
+    key = RunKey("detection", stable_hash({"method": "cache", "constrain": True, "stop_at_eos": True,
+                                           "model": model.cfg.to_dict()}),
+                 file_sha256(CHECKPOINT), paths.fingerprint)
+    counts: dict = {}
+    batches, outputs = generate_cached(ctx, model, images[:count], image_ids, sizes, key, counts)
+    if batches is None:
+        return None  # not rank 0: this rank's samples went to rank 0
+    export_samples(ctx.samples_path("detection"), key, outputs)
+    print(f"[vsbench] detection: {counts.get('cached', 0)} samples from the cache, "
+          f"{counts.get('computed', 0)} generated", flush=True)
 
     reference = score_stage(with_vocab(PIX2SEQ, model.vocab), batches, gt)
     from bench.metrics.coco import evaluate_detections

@@ -92,7 +92,9 @@ class PortReplica(Pix2SeqReference):
                 objects, object_probs = objects[keep], object_probs[keep]
             width, height = sizes[row]
             boxes = objects[:, :4] / (self.num_bins - 1) * np.array([width, height, width, height])
-            results.append({"boxes": boxes, "labels": objects[:, 4] - self.num_bins, "scores": object_probs[:, 4]})
+            upright = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])  # as the reference: not a port bug
+            results.append({"boxes": boxes[upright], "labels": objects[upright, 4] - self.num_bins,
+                            "scores": object_probs[upright, 4]})
         return results
 
     # -- prediction table ------------------------------------------------------------------------
