@@ -242,6 +242,7 @@ def configure_cli(parser) -> None:
     p.add_argument("--order", default=defaults.order, choices=["random", "raster", "given"],
                    help="object order in the target sequences")
     p.add_argument("--decoder-layers", type=int, default=None, help="override the preset's decoder depth")
+    p.add_argument("--num-bins", type=int, default=None, help="override the preset's coordinate bins")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--eval-every", type=int, default=0, help="validation AP every N epochs (0: at the end only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -272,6 +273,8 @@ def run_cli(args) -> int:
     overrides = {"num_classes": len(train_set.class_names)}
     if args.decoder_layers:
         overrides["decoder_layers"] = args.decoder_layers
+    if args.num_bins:
+        overrides["num_bins"] = args.num_bins
     model = build_model(args.model, cfg.seed, **overrides)
     data, val_images = DetectionData(train_set), DetectionData(val_set).images
     log_path = args.out / "train.log"

@@ -109,3 +109,10 @@ def test_object_orders_by_hand():
     assert sorted(object_order(boxes, "random", rng).tolist()) == [0, 1, 2]
     with pytest.raises(ValueError, match="order"):
         object_order(boxes, "area", rng)
+
+
+def test_train_detection_command_is_registered():
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args(["train", "detection", "--epochs", "2", "--order", "raster", "--resume"])
+    assert (args.command, args.task, args.epochs, args.order, args.resume) == ("train", "detection", 2, "raster", True)
