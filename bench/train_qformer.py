@@ -32,9 +32,9 @@ CHECKPOINT = CHECKPOINT_DIR / "qformer_tiny.safetensors"
 
 @dataclass
 class TrainConfig:
-    steps: int = 1200  # optimisation steps
+    steps: int = 2400  # optimisation steps
     batch_size: int = 32  # images per step (one random caption each)
-    lr: float = 1.5e-3  # AdamW peak learning rate
+    lr: float = 2e-3  # AdamW peak learning rate
     weight_decay: float = 0.05
     warmup: int = 100  # linear warm-up steps, then cosine decay to 0
     max_text_len: int = 22  # [CLS] + words + [SEP], padded (the generated captions have <= 20 words)
@@ -47,6 +47,7 @@ class TrainConfig:
     num_query_tokens: int = 8
     cross_attention_freq: int = 2
     embed_dim: int = 64
+    init_std: float = 0.02  # normal init std of every weight (BERT's 0.02 suits width 768)
     dropout: float = 0.1  # hidden dropout (attention dropout is 0: on CPU it costs more than it helps here)
     encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
 
@@ -86,7 +87,7 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer) -> Blip2Stage1:
                       max_position_embeddings=cfg.max_text_len, hidden_dropout_prob=cfg.dropout,
                       attention_probs_dropout_prob=0.0, cross_attention_freq=cfg.cross_attention_freq,
                       encoder_width=cfg.encoder.width, num_query_tokens=cfg.num_query_tokens,
-                      pad_token_id=tokenizer.pad_id)
+                      pad_token_id=tokenizer.pad_id, initializer_range=cfg.init_std)
     return Blip2Stage1(Blip2Stage1Config(qformer=q, embed_dim=cfg.embed_dim, cls_token_id=tokenizer.cls_id,
                                          sep_token_id=tokenizer.sep_id, dec_token_id=tokenizer.dec_id))
 

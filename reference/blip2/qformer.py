@@ -252,7 +252,10 @@ class QFormer(nn.Module):
         elif attention_mask.shape != (B, past_length + T):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
                              f"{(B, past_length + T)} (cached {past_length} + queries {Q} + text {T - Q})")
-        mask = additive(build_attention_mask(attention_mask, T, past_length, query_length, causal), x.dtype)
+        if not causal and bool(attention_mask.all()):
+            mask = None  # nothing to hide: lets SDPA take its fastest (mask-free) kernel
+        else:
+            mask = additive(build_attention_mask(attention_mask, T, past_length, query_length, causal), x.dtype)
         img_mask = None
         if image_embeds is not None:
             image_embeds = image_embeds.to(x.dtype)
