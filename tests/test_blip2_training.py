@@ -1,7 +1,6 @@
 """The tiny Q-Former's training loop, checkpoint round trip and the shipped checkpoint."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -118,3 +118,40 @@ def test_export_then_import_is_the_identity():
 def test_unknown_reference_key_is_named():
     with pytest.raises(KeyError, match="layers.0.nonsense.weight"):
         reference_to_hf_key("layers.0.nonsense.weight")
+
+
+def test_stage1_heads_match_blip2_for_image_text_retrieval():
+    """ITM logits and the (unscaled) ITC max-over-queries similarity of the reference heads equal
+    transformers' Blip2ForImageTextRetrieval with its weights imported (its vision tower supplies the
+    image features to both)."""
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+    from reference.blip2.convert import import_stage1_from_hf
+    from reference.blip2.stage1 import Blip2Stage1, Blip2Stage1Config
+
+    torch.manual_seed(0)
+    config = Blip2Config(
+        vision_config=dict(hidden_size=24, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=16),
+        qformer_config=dict(**SIZES, cross_attention_frequency=2, encoder_hidden_size=24,
+                            use_qformer_text_input=True),
+        num_query_tokens=6, image_text_hidden_size=16)
+    config.qformer_config._attn_implementation = "eager"
+    hf = Blip2ForImageTextRetrieval(config).eval()
+    with torch.no_grad():  # post_init leaves the query tokens at zero: make them matter
+        hf.query_tokens.normal_(std=0.02)
+    q = QFormerConfig(**SIZES, encoder_width=24, num_query_tokens=6, attn_implementation="eager")
+    ours = Blip2Stage1(Blip2Stage1Config(qformer=q, embed_dim=16, cls_token_id=1, sep_token_id=2, dec_token_id=3))
+    result = ours.eval().load_state_dict(import_stage1_from_hf(hf.state_dict()), strict=False)
+    assert set(result.missing_keys) == {"lm_head.dense.weight", "lm_head.dense.bias", "lm_head.norm.weight",
+                                        "lm_head.norm.bias", "lm_head.bias", "temp"}
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    _, ids, mask = inputs(2)
+    with torch.no_grad():
+        image = hf.vision_model(pixel_values=pixels).last_hidden_state
+        itm_hf = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask, use_image_text_matching_head=True)
+        itc_hf = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+        itm = ours.itm_logits(image, ids, mask)
+        itc = (ours.image_features(image) @ ours.text_features(ids, mask).t()).max(dim=1).values
+    assert max_diff(itm, itm_hf.logits_per_image) <= TOL
+    assert max_diff(itc, itc_hf.logits_per_image) <= TOL

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from reference.blip2.qformer import QFormer, QFormerConfig, build_attention_mask
+from reference.blip2.qformer import QFormerConfig, build_attention_mask
 from reference.blip2.stage1 import Blip2Stage1, Blip2Stage1Config
 
 Q = 4

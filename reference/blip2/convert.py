@@ -98,3 +98,17 @@ def import_from_hf(hf_state: Mapping[str, torch.Tensor], qformer_prefix: str = "
         if ours is not None:
             out[ours] = value.detach().clone()
     return out
+
+
+_HEADS = (("vision_proj.", "vision_projection."), ("text_proj.", "text_projection."), ("itm_head.", "itm_head."))
+
+
+def import_stage1_from_hf(hf_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`Blip2ForImageTextRetrieval` state dict -> `Blip2Stage1` keys (Q-Former, query tokens, text embeddings,
+    ITC projections, ITM head). transformers has no ITG head or temperature: those stay absent (strict=False)."""
+    out = {f"qformer.{k}": v for k, v in import_from_hf(hf_state).items()}
+    for ours, theirs in _HEADS:
+        for key, value in hf_state.items():
+            if key.startswith(theirs):
+                out[ours + key[len(theirs):]] = value.detach().clone()
+    return out
