@@ -73,6 +73,13 @@ def _family_of(item) -> str | None:
 
 def pytest_configure(config):
     config._vsbench = _Selection(config)
+    if config._vsbench.expected:
+        # Expected-failure lists are established with the derandomized `ci` profile; a random profile
+        # could miss a failing example and report a spurious unexpected pass. No shrinking: the
+        # failures are expected, their minimal examples are not needed.
+        from hypothesis import settings
+
+        settings.load_profile("ci-noshrink")
 
 
 def pytest_report_header(config):

@@ -92,14 +92,14 @@ def test_rle_of_a_square():
 
 
 def test_keypoints_tokens_by_hand_on_a_wide_image():
-    # width 200, height 100, 384 bins: x -> floor(x / 200 * 383), y -> floor(y / 100 * 383).
+    # width 200, height 100, 384 bins: x -> nearest bin of x / 200 * 383, y -> of y / 100 * 383.
     seq = encode_keypoints(COCO, [0, 0, 200, 100], 1,
                            [[100, 50, 2], [50, 50, 1], [7, 7, 0], [250, 150, 2], [-5, 100, 2]], 200, 100)
-    assert seq == [481, 0, 0, 383, 383, 385, 191, 191, 95, 191, 500, 500, 383, 383, 0, 383, 476]
+    assert seq == [481, 0, 0, 383, 383, 385, 192, 192, 96, 192, 500, 500, 383, 383, 0, 383, 476]
     kps = decode_keypoints(COCO, seq, 200, 100)["keypoints"]
     np.testing.assert_allclose(kps[3], [200, 100, 2])
     np.testing.assert_allclose(kps[2], [0, 0, 0])
-    np.testing.assert_allclose(kps[0], [191 / 383 * 200, 191 / 383 * 100, 2])
+    np.testing.assert_allclose(kps[0], [192 / 383 * 200, 192 / 383 * 100, 2])
 
 
 def test_keypoints_decode_pads_and_cuts():

@@ -23,8 +23,8 @@ def test_pix2seqv2_coco_layout_of_the_detection_part():
 
 
 def test_quantize_by_hand():
-    # floor(x * 383): 0 -> 0, 0.5 -> 191, 1 -> 383; clipped outside [0, 1]
-    assert quantize([0.0, 0.5, 1.0, 1.01, -0.5], 384).tolist() == [0, 191, 383, 383, 0]
+    # nearest bin of x * 383: 0 -> 0, 0.5 -> 191.5 -> 192, 0.7 -> 268.1 -> 268, 1 -> 383; clipped outside [0, 1]
+    assert quantize([0.0, 0.5, 0.7, 1.0, 1.01, -0.5], 384).tolist() == [0, 192, 268, 383, 383, 0]
     assert dequantize([0, 383], 384).tolist() == [0.0, 1.0]
 
 
@@ -35,7 +35,7 @@ def test_dequantize_then_quantize_is_identity(num_bins, data):
 
 
 def test_encode_by_hand():
-    tokens = encode_objects(VOC, [[0, 0, 383, 191.5]], [2], 383, 383)
+    tokens = encode_objects(VOC, [[0, 0, 383, 191.4]], [2], 383, 383)
     assert tokens == [404, 0, 0, 383, 191, 386, 405]
     assert encode_objects(VOC, np.zeros((0, 4)), [], 10, 10) == [404, 405]
 

@@ -210,9 +210,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
                 "thinning to the model's max_points), scored as a prediction: the most a perfect model "
                 f"can reach with this vocabulary. Without thinning (128 points) the mask ceiling is "
                 f"{unthinned['AP']:.4f} instead of {ceiling['segmentation_gt']['AP']:.4f}; the rest of the gap "
-                f"to 1 is quantisation: a coordinate decodes to the lower edge of its bin (Pix2Seq's "
-                f"dequantize, q / (num_bins - 1)), up to one pixel low at 128 bins on 128 px, which the tight "
-                f"keypoint sigmas punish most."))]),
+                f"to 1 is quantisation (a coordinate moves to its nearest bin, up to half a bin: half a pixel at "
+                f"128 bins on 128 px), which the tight keypoint sigmas punish most."))]),
         Section("Full COCO statistics of the multi-task model", tables=[
             Table(["stat", *[k for k in multi if k != "captioning"]],
                   [[s, *[multi[k].get(s) for k in multi if k != "captioning"]] for s in
