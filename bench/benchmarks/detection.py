@@ -181,7 +181,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
              f"{model.cfg.num_bins} bins; trained with `{meta.get('command', '?')}`, seed {meta.get('seed', '?')}) "
              f"on {count} images of the generated validation split (dataset {paths.fingerprint}). Greedy decoding "
              f"with the token-kind constraint and stop at EOS; {num_boxes} detections. Scores are the class-token "
-             f"probabilities; pycocotools bbox evaluation, every image kept in imgIds." + fingerprint_note)
+             f"probabilities; pycocotools bbox evaluation, every image kept in imgIds. Goal AP50 >= 0.8: "
+             f"{'met' if evaluation.stats['AP50'] >= 0.8 else 'NOT met'} (AP50 {evaluation.stats['AP50']:.3f})."
+             + fingerprint_note)
     sections = [
         Section("COCO metrics of the shipped checkpoint", intro, tables=[
             Table(["stat", "value"], [[k, v] for k, v in evaluation.stats.items()], title="12 COCO stats"),
@@ -199,7 +201,10 @@ def run(ctx: RunContext) -> BenchmarkResult:
     metrics = {"stats": evaluation.stats, "per_class_ap": evaluation.per_class_ap, "num_detections": num_boxes,
                "bug_impact": {label: {k: v for k, v in s.items() if k not in ("detections", "ids")}
                               for label, s in stages}}
-    ok = evaluation.stats["AP50"] is not None and (ctx.quick or ctx.limit or evaluation.stats["AP50"] >= 0.8)
+    # checks: the harness's own evaluation agrees with the reference stage, and no bug raises the score
+    ok = (abs(evaluation.stats["AP"] - reference["AP"]) < 1e-12
+          and all(s["AP50"] <= reference["AP50"] + 1e-12 for _, s in stages))
+    metrics["goal_ap50_met"] = bool(evaluation.stats["AP50"] >= 0.8)
     return BenchmarkResult(benchmark="detection", report="detection", title=title, metrics=metrics,
                            config={"checkpoint": CHECKPOINT.name, "images": count, "model": model.cfg.to_dict(),
                                    "dataset_fingerprint": paths.fingerprint},

@@ -65,7 +65,7 @@ def port_sized_rows(ctx: RunContext, batches: list[int], port_probe_steps: int) 
         for method in methods:
             if method == "cache":
                 continue
-            if method == "recompute" and not cuda and batch > 16:
+            if method == "recompute" and not cuda and batch > 4:
                 continue  # CPU time budget: recorded as not measured
             probe = port_probe_steps if batch <= 16 else 1  # CPU time budget at batch 64
             steps = probe if (method == "port" and not cuda) else PORT_STEPS
