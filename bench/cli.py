@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the registered benchmarks")
     report = sub.add_parser("report", help="re-render every markdown report from the stored JSON results")
     report.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    sub.add_parser("data", add_help=False,
+                   help="generate the default dataset into the cache (or --root DIR); --help for options")
     diff = sub.add_parser("diff", help="compare two runs sample by sample (per-sample exports or report folders)")
     diff.add_argument("run_a", type=Path)
     diff.add_argument("run_b", type=Path)
@@ -103,6 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["data"]:  # options belong to the generator's own parser
+        from bench.datasets.synthetic import main as generate_main
+
+        return generate_main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     if args.command == "list":

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cases.test_pyramid_photos import photo
+from cases.photos import photo
 
 pytestmark = pytest.mark.pyramid
 

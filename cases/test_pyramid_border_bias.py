@@ -7,7 +7,7 @@ s2 is pulled off S/2 by the border (measured full frame: up to 0.0027 S at S = 4
 import numpy as np
 import pytest
 
-from cases.test_pyramid_photos import photo
+from cases.photos import photo
 
 pytestmark = pytest.mark.pyramid
 TOL = 0.001  # |argmin/S - 1/2|; measured odd-cropped <= 1e-4 at these S, full frame 2.1e-3..2.7e-3

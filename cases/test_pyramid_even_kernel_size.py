@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from cases.test_pyramid_photos import photo
+from cases.photos import photo
 
 pytestmark = pytest.mark.pyramid
 

@@ -4,7 +4,7 @@ evidence against the claim. The best fit must be a continuous minimisation."""
 
 import pytest
 
-from cases.test_pyramid_photos import photo
+from cases.photos import photo
 
 pytestmark = pytest.mark.pyramid
 TOL = 0.0025  # |s2/S - 1/2| on real photos (measured <= 0.0018 for S in 3..9, odd-cropped frame)
