@@ -136,6 +136,15 @@ def test_recall_at_k_by_hand():
     assert rec["t2i_R@1"] == pytest.approx(100 / 3) and rec["t2i_R@2"] == 100.0
 
 
+def test_recall_ties_count_against_the_ground_truth():
+    """Image 0 owns text 3, which is outside a top-2 re-ranking and shares the fill value with text 2:
+    the tie must not rescue it at R@3 (rank = 3 other texts scoring at least as high)."""
+    i2t = torch.tensor([[5.0, 4.0, -100.0, -100.0], [1.0, 1.0, 1.0, 0.0]])
+    t2i = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    rec = retrieval.recall_at_k(i2t, t2i, [1, 1, 1, 0], ks=(3,))
+    assert rec["i2t_R@3"] == 50.0 and rec["t2i_R@3"] == 100.0
+
+
 def tiny_model(seed=0):
     torch.manual_seed(seed)
     q = QFormerConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -265,6 +265,7 @@ class QFormer(nn.Module):
         for i, layer in enumerate(self.layers):
             past = past_key_values[i] if past_key_values is not None else None
             x, present = layer(x, mask, Q, image_embeds, img_mask, past)
-            presents.append(present)
+            if use_cache:  # otherwise let each layer's keys/values go at once
+                presents.append(present)
         return QFormerOutput(x, presents if use_cache else None)
 

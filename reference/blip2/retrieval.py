@@ -56,18 +56,20 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
 def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int],
                 ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K in percent: an image counts as found when ANY of its texts is in its top K (COCO protocol),
-    a text when its image is. text_to_image[t] = row index of the image that text t describes."""
+    a text when its image is; ties are resolved against the ground truth. text_to_image[t] = row index of the
+    image that text t describes. With re-ranked scores, K above the re-ranking k only counts ties as misses."""
     t2i = torch.as_tensor(list(text_to_image), dtype=torch.long)
     Ni, Nt = score_i2t.shape
     if t2i.numel() != Nt or score_t2i.shape != (Nt, Ni):
         raise ValueError(f"shapes: score_i2t {tuple(score_i2t.shape)}, score_t2i {tuple(score_t2i.shape)}, "
                          f"{t2i.numel()} text labels")
     owned = t2i[None, :] == torch.arange(Ni)[:, None]  # (Ni, Nt)
-    # rank of the best ground-truth text per image = number of texts scoring strictly higher than it
+    # rank of the best ground-truth text of an image = number of OTHER texts scoring at least as high (ties
+    # count against the ground truth, so a ground truth outside the top-k never wins a tie with the fill value)
     best_gt = score_i2t.masked_fill(~owned, float("-inf")).max(dim=1).values  # (Ni,)
-    i2t_rank = (score_i2t > best_gt[:, None]).sum(dim=1)
+    i2t_rank = ((score_i2t >= best_gt[:, None]) & ~owned).sum(dim=1)
     gt_score = score_t2i.gather(1, t2i[:, None]).squeeze(1)  # (Nt,)
-    t2i_rank = (score_t2i > gt_score[:, None]).sum(dim=1)
+    t2i_rank = ((score_t2i >= gt_score[:, None]) & ~owned.t()).sum(dim=1)
     out = {}
     for k in ks:
         out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).double().mean().item()
