@@ -150,3 +150,22 @@ def read_samples(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, 
         else:
             records[canonical_json(item["sample_id"])] = item
     return header, records
+
+
+def run_samples(ctx, benchmark: str, sample_ids: Sequence[Hashable], compute: Callable[[list], dict[Hashable, Any]],
+                *, config: Any, checkpoint: str | Path, dataset_fingerprint: str, batch_size: int = 16,
+                cacheable: bool = True, counts: dict[str, int] | None = None) -> dict[Hashable, Any] | None:
+    """What a model benchmark calls: per-sample outputs through the run's cache (ctx.store), keyed by
+    (benchmark, config hash, checkpoint file hash, dataset fingerprint), sharded over torchrun ranks,
+    exported to ctx.samples_path(benchmark) on rank 0. Returns {id: output} on rank 0, None elsewhere."""
+    from bench.storage import file_sha256
+
+    key = RunKey(benchmark, stable_hash(config), file_sha256(checkpoint), dataset_fingerprint)
+    counts = {} if counts is None else counts
+    outputs = evaluate_samples(sample_ids, compute, key=key, store=ctx.store, batch_size=batch_size,
+                               cacheable=cacheable, counts=counts)
+    if outputs is not None:
+        export_samples(ctx.samples_path(benchmark), key, outputs)
+        print(f"[vsbench] {benchmark}: {counts.get('cached', 0)} samples from the cache, "
+              f"{counts.get('computed', 0)} generated", flush=True)
+    return outputs

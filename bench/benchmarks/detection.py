@@ -18,8 +18,7 @@ import torch
 from bench.implementations import PIX2SEQ, load_implementation
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
-from bench.samples import RunKey, evaluate_samples, export_samples
-from bench.storage import file_sha256, stable_hash
+from bench.samples import run_samples
 from bench.train_detection import configure_cli, run_cli
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pix2seq_tiny.safetensors"
@@ -41,8 +40,8 @@ def _train(args) -> int:
     return run_cli(args)
 
 
-def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list, sizes: dict, key: RunKey,
-                    counts: dict | None = None, batch_size: int = 16, rebatch: int = 64):
+def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list, sizes: dict, checkpoint: Path,
+                    fingerprint: str, batch_size: int = 16, rebatch: int = 64):
     """Generate each image's tokens once per (config, checkpoint, dataset) through the per-sample cache
     (resumable; sharded over torchrun ranks), then regroup them into postprocess batches of `rebatch`.
 
@@ -57,7 +56,9 @@ def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list,
         tokens, probs = generate(model, x, method="cache", constrain=True, stop_at_eos=True)
         return {i: {"tokens": tokens[k].tolist(), "probs": probs[k].tolist()} for k, i in enumerate(batch_ids)}
 
-    outputs = evaluate_samples(image_ids, compute, key=key, store=ctx.store, batch_size=batch_size, counts=counts)
+    config = {"method": "cache", "constrain": True, "stop_at_eos": True, "model": model.cfg.to_dict()}
+    outputs = run_samples(ctx, "detection", image_ids, compute, config=config, checkpoint=checkpoint,
+                          dataset_fingerprint=fingerprint, batch_size=batch_size)
     if outputs is None:
         return None, None
     batches = []
@@ -148,16 +149,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
           "annotations": [a for a in val.gt["annotations"] if a["image_id"] in keep]}
     image_ids = list(val.image_ids[:count])
     sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
-    key = RunKey("detection", stable_hash({"method": "cache", "constrain": True, "stop_at_eos": True,
-                                           "model": model.cfg.to_dict()}),
-                 file_sha256(CHECKPOINT), paths.fingerprint)
-    counts: dict = {}
-    batches, outputs = generate_cached(ctx, model, images[:count], image_ids, sizes, key, counts)
+    batches, _ = generate_cached(ctx, model, images[:count], image_ids, sizes, CHECKPOINT, paths.fingerprint)
     if batches is None:
         return None  # not rank 0: this rank's samples went to rank 0
-    export_samples(ctx.samples_path("detection"), key, outputs)
-    print(f"[vsbench] detection: {counts.get('cached', 0)} samples from the cache, "
-          f"{counts.get('computed', 0)} generated", flush=True)
 
     reference = score_stage(with_vocab(PIX2SEQ, model.vocab), batches, gt)
     from bench.metrics.coco import evaluate_detections
