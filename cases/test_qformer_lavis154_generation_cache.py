@@ -37,11 +37,18 @@ def test_generation_uses_its_kv_cache(api, model):
     assert cached < 0.5 * recomputed, f"cached generation costs {cached} FLOPs, recompute {recomputed}"
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_cached_generation_equals_recompute(api, model, num_beams):
+def cached_equals_recompute(api, model, num_beams):
     a = api.generate(model, images(), num_beams=num_beams, max_length=10, min_length=2, use_cache=True)
     b = api.generate(model, images(), num_beams=num_beams, max_length=10, min_length=2, use_cache=False)
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_cached_greedy_generation_equals_recompute(api, model):
+    cached_equals_recompute(api, model, 1)
+
+
+def test_cached_beam_search_equals_recompute(api, model):
+    cached_equals_recompute(api, model, 3)
 
 
 @pytest.mark.parametrize("num_beams", [2, 3])
