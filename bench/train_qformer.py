@@ -30,6 +30,17 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINT = CHECKPOINT_DIR / "qformer_tiny.safetensors"
 
 
+def shipped_checkpoint() -> Path:
+    """The shipped weights: beside this module, else in the checkout (an installed wheel lacks them)."""
+    if CHECKPOINT.is_file():
+        return CHECKPOINT
+    from bench.plugins import repo_root
+
+    root = repo_root()
+    candidate = root / "bench" / "checkpoints" / CHECKPOINT.name if root is not None else None
+    return candidate if candidate is not None and candidate.is_file() else CHECKPOINT
+
+
 @dataclass
 class TrainConfig:
     steps: int = 2400  # optimisation steps
@@ -157,11 +168,12 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
     return meta
 
 
-def load_checkpoint(path: Path = CHECKPOINT, device: torch.device | str = "cpu"):
-    """(model in eval mode, frozen encoder, tokenizer, metadata) from a checkpoint written by `train`."""
+def load_checkpoint(path: Path | None = None, device: torch.device | str = "cpu"):
+    """(model in eval mode, frozen encoder, tokenizer, metadata) from a checkpoint written by `train`
+    (default: the shipped one)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = Path(path) if path is not None else shipped_checkpoint()
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise FileNotFoundError(f"checkpoint {path} (and its .json) not found; create it with `vsbench train-qformer`")
     meta = read_json(path.with_suffix(".json"))

@@ -1,6 +1,7 @@
-"""LAVIS #285: with several captions per image in a batch (COCO has 5), ITC used `arange(B)` targets, so a
-caption of the SAME image counted as a negative; the fix makes captions with equal image ids positives of
-each other (ITC targets spread over them, ITM never samples them as negatives)."""
+"""LAVIS #285 (also BLIP #41, ALBEF #126): with several captions per image in a batch (COCO has 5), ITC used
+`arange(B)` targets, so a caption of the SAME image counted as a negative, and ITM could draw it as a "hard
+negative" labelled no-match; the fix makes captions with equal image ids positives of each other (ITC targets
+spread over them, ITM never samples them as negatives)."""
 
 import pytest
 import torch

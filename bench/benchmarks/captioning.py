@@ -44,7 +44,7 @@ def normalised_references(split: CaptionSplit) -> dict[int, list[str]]:
 def load_for_benchmark(ctx: RunContext, limit: int | None):
     from bench.datasets.synthetic import default_dataset
 
-    model, encoder, tokenizer, meta = load_checkpoint(CHECKPOINT, ctx.device)
+    model, encoder, tokenizer, meta = load_checkpoint(CHECKPOINT if CHECKPOINT.is_file() else None, ctx.device)
     paths = default_dataset()
     split = load_split(paths, "val", encoder.cpu(), limit=limit)
     note = "" if paths.fingerprint == meta["dataset_fingerprint"] else (
