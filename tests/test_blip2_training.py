@@ -33,6 +33,18 @@ def test_train_save_load_round_trip(tiny_dataset, tmp_path):
     assert all(isinstance(tokenizer.decode(row), str) for row in tokens.tolist())
 
 
+def test_training_is_reproducible_from_its_seed(tiny_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(steps=2, batch_size=4, hidden_size=32, num_layers=2, intermediate_size=48, num_query_tokens=4,
+                      embed_dim=16, encoder=PatchEncoderConfig(width=32))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train(cfg, out=a, log_every=0, dataset=tiny_dataset)
+    train(cfg, out=b, log_every=0, dataset=tiny_dataset)
+    sa, sb = load_file(str(a)), load_file(str(b))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
         load_checkpoint(tmp_path / "nothing.safetensors")
