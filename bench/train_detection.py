@@ -235,6 +235,9 @@ def configure_cli(parser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/pix2seq_tiny"), help="run folder (last.pt, log)")
     p.add_argument("--export", type=Path, default=None, help="write the trained model here (fp16 safetensors + .json)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of a checkpoint written by --export (same model config); "
+                        "a second stage with a fresh schedule")
     for name in ("epochs", "batch_size", "warmup_steps", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "weight_decay", "min_lr_ratio", "hflip"):
@@ -276,6 +279,15 @@ def run_cli(args) -> int:
     if args.num_bins:
         overrides["num_bins"] = args.num_bins
     model = build_model(args.model, cfg.seed, **overrides)
+    init_meta = None
+    if args.init:
+        from reference.pix2seq.checkpoint import CheckpointError, load_checkpoint
+
+        init_model, init_meta = load_checkpoint(args.init)
+        if init_model.cfg != model.cfg:
+            raise CheckpointError(f"--init {args.init}: its model config differs from this run's "
+                                  f"({init_model.cfg.to_dict()} vs {model.cfg.to_dict()})")
+        model.load_state_dict(init_model.state_dict())
     data, val_images = DetectionData(train_set), DetectionData(val_set).images
     log_path = args.out / "train.log"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +315,11 @@ def run_cli(args) -> int:
             "command": command, "seed": cfg.seed, "train_config": asdict(cfg), "dataset_fingerprint": paths.fingerprint,
             "train_seconds": round(summary["seconds"], 1), "steps": summary["steps"], "epoch_losses": summary["losses"],
             "device": describe_device(device), "torch": torch.__version__,
-            "val_metrics": {k: v for k, v in evaluation.stats.items()}, "val_per_class_ap": evaluation.per_class_ap})
+            "val_metrics": {k: v for k, v in evaluation.stats.items()}, "val_per_class_ap": evaluation.per_class_ap,
+            "init_from": None if init_meta is None else {
+                "path": str(args.init), "command": init_meta.get("command"), "seed": init_meta.get("seed"),
+                "train_config": init_meta.get("train_config"), "train_seconds": init_meta.get("train_seconds"),
+                "val_metrics": init_meta.get("val_metrics")}})
         log(f"exported {args.export} ({args.export.stat().st_size / 1e6:.2f} MB) and {args.export.with_suffix('.json')}")
     (args.out / "summary.json").write_text(json.dumps({"stats": evaluation.stats, **summary}, indent=2) + "\n")
     return 0
