@@ -6,6 +6,7 @@ greedy, with sample captions beside their references. Also registers `vsbench tr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 import time
@@ -16,6 +17,8 @@ import torch
 from bench.metrics.bleu import corpus_bleu, corpus_cider, sentence_bleu
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Section, Table
+from bench.samples import run_samples
+from bench.storage import stable_hash
 from bench.train_qformer import CHECKPOINT, CaptionSplit, TrainConfig, load_checkpoint, load_split, train
 from reference.blip2.captioner import generate
 from reference.blip2.tokenizer import normalize
@@ -25,15 +28,32 @@ DECODING = {"beam": dict(num_beams=3, max_length=21, min_length=3), "greedy": di
 
 
 def caption_split(model, split: CaptionSplit, tokenizer, device, num_beams: int, max_length: int, min_length: int,
-                  batch: int = 50) -> dict[int, str]:
-    """Generated caption (normalised words) per image id."""
-    out = {}
-    for start in range(0, len(split.image_ids), batch):
-        feats = split.features[start:start + batch].to(device)
+                  batch: int = 50, ctx: RunContext | None = None, name: str = "captioning",
+                  counts: dict | None = None) -> dict[int, str] | None:
+    """Generated caption (normalised words) per image id. With a run context the captions go through the
+    per-sample cache (resumable, torchrun-sharded) and are exported to reports/samples/<name>.jsonl;
+    returns None on ranks other than 0."""
+    row_of = {image_id: row for row, image_id in enumerate(split.image_ids)}
+
+    def compute(ids: list) -> dict:
+        feats = split.features[[row_of[i] for i in ids]].to(device)
         tokens = generate(model, feats, num_beams=num_beams, max_length=max_length, min_length=min_length)
-        for image_id, row in zip(split.image_ids[start:start + batch], tokens.tolist()):
-            out[image_id] = tokenizer.decode(row)
-    return out
+        return {i: tokenizer.decode(row) for i, row in zip(ids, tokens.tolist())}
+
+    if ctx is None:
+        out = {}
+        for start in range(0, len(split.image_ids), batch):
+            out.update(compute(split.image_ids[start:start + batch]))
+        return out
+    config = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length}
+    return run_samples(ctx, name, list(split.image_ids), compute, config=config, checkpoint=CHECKPOINT,
+                       dataset_fingerprint=split_fingerprint(split), batch_size=batch, counts=counts)
+
+
+def split_fingerprint(split: CaptionSplit) -> str:
+    """Fingerprint of what the captioner sees: the image ids and their frozen features."""
+    return stable_hash({"ids": list(split.image_ids), "features": hashlib.sha256(
+        split.features.detach().cpu().numpy().tobytes()).hexdigest()})
 
 
 def normalised_references(split: CaptionSplit) -> dict[int, list[str]]:
@@ -53,7 +73,7 @@ def load_for_benchmark(ctx: RunContext, limit: int | None):
 
 
 @register_benchmark("captioning", description="BLEU-1..4 / CIDEr-D of the tiny Q-Former captioner (generated val)",
-                    report="captioning", order=0, report_title="Captioning: tiny BLIP-2 Q-Former")
+                    report="captioning", order=0, report_title="Captioning: tiny BLIP-2 Q-Former", distributed=True)
 def run(ctx: RunContext) -> BenchmarkResult:
     torch.manual_seed(ctx.seed)
     limit = 40 if ctx.quick else ctx.limit
@@ -62,8 +82,13 @@ def run(ctx: RunContext) -> BenchmarkResult:
     rows, metrics, hyps_by = [], {}, {}
     for name, options in DECODING.items():
         start = time.perf_counter()
-        hyps = caption_split(model, split, tokenizer, ctx.device, **options)
-        seconds = time.perf_counter() - start
+        counts: dict = {}
+        hyps = caption_split(model, split, tokenizer, ctx.device, **options, ctx=ctx, name=f"captioning-{name}",
+                             counts=counts)
+        if hyps is None:
+            return None  # not rank 0: this rank's captions went to rank 0
+        # a time only when every caption was generated in this run (cache hits would flatter it)
+        seconds = time.perf_counter() - start if counts.get("cached", 0) == 0 else None
         bleu = corpus_bleu(hyps, refs)
         cider = corpus_cider(hyps, refs)
         hyps_by[name] = hyps
@@ -98,7 +123,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
         sections=[Section(heading="Caption quality", text=text, tables=[
             Table(headers=["decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "seconds"], rows=rows,
                   title=f"Generated validation split, {len(split.image_ids)} images x "
-                        f"{len(next(iter(refs.values())))} references"),
+                        f"{len(next(iter(refs.values())))} references",
+                  note="seconds: n/a when captions were served from the per-sample cache (runs/cache.sqlite); "
+                       "per-image captions are in samples/captioning-{beam,greedy}.jsonl"),
             Table(headers=["image id", "generated (beam 3)", "two of its references", "BLEU-4 (this image)"],
                   rows=samples, title="Sample captions")])])
 
