@@ -79,7 +79,7 @@ def pytest_configure(config):
         # failures are expected, their minimal examples are not needed.
         from hypothesis import settings
 
-        settings.load_profile("ci-noshrink")
+        settings.load_profile("ci")
 
 
 def pytest_report_header(config):

@@ -64,7 +64,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
                 "`torchrun --standalone --nproc_per_node N -m bench run detection --no-cache` (gloo, CPU) against "
                 "one process. Samples are sharded ids[rank::N] without padding, gathered to rank 0, and "
                 "'each sample exactly once' is asserted there; with 3 ranks and 2 samples one rank gets none. "
-                "Per-sample outputs: token ids equal, probabilities within 1e-5 (batches of another size)."),
+                "Per-sample outputs: token ids equal, probabilities within 1e-3 (batches of another size)."),
                 tables=[Table(["processes", "samples", "torchrun exit", "metrics identical", "per-sample outputs match"],
                               dist_rows)]),
         ])
