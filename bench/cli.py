@@ -91,6 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         save_result(result, out)
         if not result.ok:
             failed.append(bench.name)
+            for problem in result.problems or [f"a check did not hold; see reports/{result.report}.md"]:
+                print(f"[vsbench] {bench.name}: FAILED CHECK: {problem}", file=sys.stderr, flush=True)
         print(f"[vsbench] {bench.name}: done in {result.wall_time_s:.1f} s -> reports/{result.report}.md", flush=True)
         write_reports(out)
     distributed.barrier()

@@ -78,6 +78,7 @@ class BenchmarkResult:
     wall_time_s: float = 0.0
     config_hash: str = ""
     ok: bool = True  # False: the benchmark ran but its checks did not hold; `vsbench run` exits non-zero
+    problems: list[str] = field(default_factory=list)  # which checks did not hold (printed when ok is False)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -54,9 +54,14 @@ def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list,
     def compute(batch_ids: list) -> dict:
         x = prepare_images(images[[row_of[i] for i in batch_ids]], model.cfg.image_size, device=ctx.device)
         tokens, probs = generate(model, x, method="cache", constrain=True, stop_at_eos=True)
-        return {i: {"tokens": tokens[k].tolist(), "probs": probs[k].tolist()} for k, i in enumerate(batch_ids)}
+        outputs = {}
+        for k, i in enumerate(batch_ids):  # drop the PAD after a row's EOS: its length depends on the batch
+            real = (tokens[k] != model.vocab.pad).nonzero()
+            kept = int(real[-1]) + 1 if len(real) else 0
+            outputs[i] = {"tokens": tokens[k, :kept].tolist(), "probs": probs[k, :kept].tolist()}
+        return outputs
 
-    config = {"method": "cache", "constrain": True, "stop_at_eos": True, "model": model.cfg.to_dict()}
+    config = {"method": "cache", "constrain": True, "stop_at_eos": True, "trailing_pad": "dropped", "model": model.cfg.to_dict()}
     outputs = run_samples(ctx, "detection", image_ids, compute, config=config, checkpoint=checkpoint,
                           dataset_fingerprint=fingerprint, batch_size=batch_size)
     if outputs is None:

@@ -43,12 +43,17 @@ def run(ctx: RunContext) -> BenchmarkResult:
     ]
     dist_rows = [[p["nproc"], p["samples"], p["torchrun_exit"], p["metrics_equal"], p["samples_match"]] for p in parallel]
     dist_ok = all(p["torchrun_exit"] == 0 and p["metrics_equal"] and p["samples_match"] for p in parallel)
-    ok = all(o.ok for o in outcomes) and fault_ok and dist_ok
+    problems = [f"bad input {o.entry.name}: expected {o.entry.expected}, saw {_short(o.seen)}" for o in outcomes if not o.ok]
+    problems += [] if fault_ok else [f"kill-and-resume: {_short(str({k: v for k, v in fault.items() if k != 'log_tail'}), 300)}"]
+    problems += [f"torchrun {p['nproc']} processes: exit {p['torchrun_exit']}, metrics equal {p['metrics_equal']}, "
+                 f"per-sample outputs match {p['samples_match']}" for p in parallel
+                 if not (p["torchrun_exit"] == 0 and p["metrics_equal"] and p["samples_match"])]
+    ok = not problems
     return BenchmarkResult(
         benchmark="reliability", report="reliability", title="Bad input and faults",
         metrics={"bad_inputs": {o.entry.name: o.ok for o in outcomes}, "fault": {k: v for k, v in fault.items() if k != "log_tail"},
                  "distributed": [{k: v for k, v in p.items() if k != "log_tail"} for p in parallel]},
-        config={"fault_limit": limit, "distributed": [[2, 37], [3, 2]]}, seeds={"seed": ctx.seed}, ok=ok,
+        config={"fault_limit": limit, "distributed": [[2, 37], [3, 2]]}, seeds={"seed": ctx.seed}, ok=ok, problems=problems,
         sections=[
             Section("Bad inputs", text=(
                 "Each input is built in a scratch folder and sent through the real code path (readers, "
