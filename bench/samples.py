@@ -88,16 +88,17 @@ class SampleStore:
 def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], dict[Hashable, Any]], *,
                      key: RunKey, store: SampleStore | None = None, batch_size: int = 16,
                      cacheable: bool = True, progress: Callable[[int, int], None] | None = None,
-                     counts: dict[str, int] | None = None) -> dict[Hashable, Any] | None:
+                     counts: dict[str, int] | None = None, sharded: bool = True) -> dict[Hashable, Any] | None:
     """Run `compute(batch_ids) -> {id: output}` over this rank's shard, skipping cached samples, then
     gather everything to rank 0. Returns {id: output} in `sample_ids` order on rank 0, None elsewhere.
+    sharded=False: this process alone computes every sample and gets them all (a rank-0-only benchmark).
 
     Outputs must be JSON-able; a non-cacheable run (unseeded sampling) neither reads nor writes the store.
     `counts`, when given, receives this rank's numbers of cached and computed samples.
     """
     if len(set(sample_ids)) != len(sample_ids):
         raise ValueError("sample ids must be unique")
-    mine = distributed.shard(sample_ids)
+    mine = distributed.shard(sample_ids) if sharded else list(sample_ids)
     use_store = store is not None and cacheable
     local = store.load(key, mine) if use_store else {}
     missing = [i for i in mine if i not in local]
@@ -118,7 +119,7 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
             progress(len(local), len(mine))
         if kill_after and number >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-    parts = distributed.gather_to_main(local)
+    parts = distributed.gather_to_main(local) if sharded else [local]
     if parts is None:
         return None
     return distributed.merge_exactly_once(parts, sample_ids)
@@ -154,7 +155,8 @@ def read_samples(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, 
 
 def run_samples(ctx, benchmark: str, sample_ids: Sequence[Hashable], compute: Callable[[list], dict[Hashable, Any]],
                 *, config: Any, checkpoint: str | Path, dataset_fingerprint: str, batch_size: int = 16,
-                cacheable: bool = True, counts: dict[str, int] | None = None) -> dict[Hashable, Any] | None:
+                cacheable: bool = True, counts: dict[str, int] | None = None,
+                sharded: bool = True) -> dict[Hashable, Any] | None:
     """What a model benchmark calls: per-sample outputs through the run's cache (ctx.store), keyed by
     (benchmark, config hash, checkpoint file hash, dataset fingerprint), sharded over torchrun ranks,
     exported to ctx.samples_path(benchmark) on rank 0. Returns {id: output} on rank 0, None elsewhere."""
@@ -163,7 +165,7 @@ def run_samples(ctx, benchmark: str, sample_ids: Sequence[Hashable], compute: Ca
     key = RunKey(benchmark, stable_hash(config), file_sha256(checkpoint), dataset_fingerprint)
     counts = {} if counts is None else counts
     outputs = evaluate_samples(sample_ids, compute, key=key, store=ctx.store, batch_size=batch_size,
-                               cacheable=cacheable, counts=counts)
+                               cacheable=cacheable, counts=counts, sharded=sharded)
     if outputs is not None:
         export_samples(ctx.samples_path(benchmark), key, outputs)
         print(f"[vsbench] {benchmark}: {counts.get('cached', 0)} samples from the cache, "

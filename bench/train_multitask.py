@@ -208,6 +208,8 @@ def configure_cli(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the generated one)")
+    parser.add_argument("--init-detector", type=Path, default=None,
+                        help="start from a trained Pix2Seq detector checkpoint (same encoder/decoder sizes)")
 
 
 def run_cli(args) -> int:
@@ -217,6 +219,7 @@ def run_cli(args) -> int:
     from bench.datasets.synthetic import DatasetPaths, default_dataset
     from bench.device import describe_device, resolve_device
     from bench.train_detection import export
+    from reference.pix2seq.checkpoint import read_metadata
     from reference.pix2seqv2.model import FORMAT, Pix2SeqV2Config, build_model
 
     if args.threads:
@@ -235,6 +238,14 @@ def run_cli(args) -> int:
         overrides["max_points"] = args.max_points
     torch.manual_seed(cfg.seed)
     model = build_model(Pix2SeqV2Config.tiny(**overrides))
+    init = None
+    if args.init_detector:
+        from reference.pix2seq.checkpoint import load_checkpoint
+        from reference.pix2seqv2.model import init_from_detector
+
+        detector = load_checkpoint(args.init_detector)[0]
+        init = {"path": str(args.init_detector), **init_from_detector(model, detector),
+                "detector_val_metrics": read_metadata(args.init_detector).get("val_metrics")}
     command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"{command}\n{describe_device(device)}, {len(data)} train images, {len(words)} words, "
           f"{sum(p.numel() for p in model.parameters())} parameters", flush=True)
@@ -243,6 +254,6 @@ def run_cli(args) -> int:
         "format_v2": FORMAT, "words": list(words.words), "command": command, "seed": cfg.seed,
         "train_config": asdict(cfg), "dataset_fingerprint": paths.fingerprint, "device": describe_device(device),
         "train_seconds": round(summary["seconds"], 1), "steps": summary["steps"], "losses": summary["losses"],
-        "task_rows": summary["task_rows"], "torch": torch.__version__})
+        "task_rows": summary["task_rows"], "torch": torch.__version__, "init_from_detector": init})
     print(f"exported {args.export} ({args.export.stat().st_size / 1e6:.2f} MB)", flush=True)
     return 0

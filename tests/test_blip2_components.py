@@ -233,3 +233,17 @@ def test_patch_encoder_keeps_colour_and_position():
     assert sincos_2d(4, 16).shape == (16, 16)
     with pytest.raises(ValueError, match="images must be"):
         enc(torch.zeros(1, 3, 16, 16))
+
+
+def test_retrieval_ranks_by_hand():
+    """2 images, 3 texts (texts 0, 1 describe image 0; text 2 image 1). Ties count against the truth."""
+    from reference.blip2.retrieval import recall_at_k, recall_from_ranks, retrieval_ranks
+
+    i2t = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.7]])
+    t2i = torch.tensor([[0.3, 0.3], [0.8, 0.1], [0.6, 0.4]])
+    image_rank, text_rank = retrieval_ranks(i2t, t2i, [0, 0, 1])
+    assert image_rank.tolist() == [0, 1] and text_rank.tolist() == [1, 0, 1]
+    expected = {"i2t_R@1": 50.0, "t2i_R@1": 100.0 / 3, "i2t_R@2": 100.0, "t2i_R@2": 100.0,
+                "i2t_mean": 75.0, "t2i_mean": (100.0 / 3 + 100.0) / 2}
+    assert recall_from_ranks(image_rank, text_rank, ks=(1, 2)) == pytest.approx(expected, abs=1e-12)
+    assert recall_at_k(i2t, t2i, [0, 0, 1], ks=(1, 2)) == pytest.approx(expected, abs=1e-12)

@@ -104,3 +104,29 @@ def test_checkpoint_round_trip(tmp_path):
     plain = save_checkpoint(tmp_path / "p.safetensors", Pix2Seq(Pix2SeqConfig.tiny()))
     with pytest.raises(CheckpointError, match="not a Pix2SeqV2 checkpoint"):
         load_v2_checkpoint(plain)
+
+
+def test_init_from_detector_reproduces_the_detectors_sequences():
+    """A V2 model started from a Pix2Seq detector (the paper's detection pretraining) emits, with the
+    detection task token, the detector's own greedy sequence token for token (ids mapped by meaning)."""
+    from reference.pix2seq.generate import generate
+    from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
+    from reference.pix2seqv2.model import init_from_detector, token_row_map
+
+    torch.manual_seed(3)
+    dcfg = Pix2SeqConfig.tiny(num_classes=4, num_bins=64, decoder_layers=1, dropout=0.0, pos_dropout=0.0)
+    dcfg.encoder.depth = 1
+    detector = Pix2Seq(dcfg).double().eval()
+    model = tiny_model(seed=4, num_classes=4, num_bins=127).double()
+    assert init_from_detector(model, detector)["token_rows"] == 127 + 4 + 3 + 4
+    x = torch.randn(3, 3, 128, 128, dtype=torch.float64)
+    want, _ = generate(detector, x, method="cache", constrain=True, stop_at_eos=True)
+    v = model.vocab
+    steps = want.shape[1] - 1
+    got, _ = generate_from_prompts(model, model.encode(x), torch.full((3, 1), v.task_token("detection")), steps,
+                                   allowed=allowed_tokens(v, "detection", steps + 1))
+    rows = token_row_map(v, detector.vocab)
+    mapped = torch.tensor([[rows[t] for t in row] for row in got[:, 1:].tolist()])
+    assert torch.equal(mapped, want[:, 1:mapped.shape[1] + 1]) and mapped.shape[1] == want.shape[1] - 1
+    with pytest.raises(ValueError, match="classes"):
+        token_row_map(tiny_model(num_classes=5).vocab, detector.vocab)

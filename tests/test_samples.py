@@ -137,3 +137,34 @@ def test_read_samples_names_the_bad_line(tmp_path):
     path.write_text('{"run": {}}\n{"sample_id": 1,\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: malformed JSON"):
         read_samples(path)
+
+
+def test_model_benchmarks_export_per_sample_outputs_that_recompute_their_metrics(tmp_path, capsys):
+    """multitask (5 checkpoints) goes through the cache: a second run computes nothing and scores the same;
+    retrieval's exported per-query ranks give back its Recall@K without the model."""
+    from bench import cli
+    from reference.blip2.retrieval import recall_from_ranks
+
+    args = ["run", "multitask", "retrieval", "--limit", "6", "--device", "cpu", "--out", str(tmp_path),
+            "--cache", str(tmp_path / "cache.sqlite")]
+    assert cli.main(args) == 0
+    first = json.loads((tmp_path / "results" / "multitask.json").read_text())["metrics"]
+    exports = sorted(p.name for p in (tmp_path / "samples").glob("multitask-*.jsonl"))
+    assert len(exports) == 5
+    header, records = read_samples(tmp_path / "samples" / exports[0])
+    assert len(records) == 6 and header["run"]["benchmark"] == exports[0][:-6]
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 5 * 6
+    capsys.readouterr()
+    assert cli.main(args[:2] + args[3:]) == 0
+    assert capsys.readouterr().out.count("6 samples from the cache, 0 generated") == 5
+    assert json.loads((tmp_path / "results" / "multitask.json").read_text())["metrics"] == first
+
+    metrics = json.loads((tmp_path / "results" / "retrieval.json").read_text())["metrics"]
+    _, records = read_samples(tmp_path / "samples" / "retrieval.jsonl")
+    variants = [k for k, v in metrics.items() if isinstance(v, dict) and "i2t_R@1" in v]
+    assert len(variants) == 3 and len(records) == 6 + 30
+    for name in variants:
+        i2t = [r["output"][name] for k, r in records.items() if "image:" in k]
+        t2i = [r["output"]["ranks"][name] for k, r in records.items() if "text:" in k]
+        assert recall_from_ranks(i2t, t2i) == metrics[name]

@@ -17,6 +17,8 @@ import torch
 
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
+from bench.samples import run_samples
+from bench.storage import file_sha256, to_jsonable
 from bench.train_multitask import configure_cli, load_split, run_cli
 from reference.pix2seq.model import prepare_images
 from reference.pix2seqv2.captioning import split_words
@@ -40,38 +42,87 @@ def _gt_instances(data, index) -> list[tuple[int, np.ndarray, int, float]]:
 
 
 @torch.no_grad()
-def run_model(model, words, data, device, tasks, prompt_dets=None, batch_images=32, limit=None) -> dict:
-    """Outputs of `model` on the split for `tasks` (subset of detection, segmentation, keypoint, captioning).
-
-    Instance tasks run twice: prompted by ground-truth boxes ("<task>_gt") and by detections ("<task>_det":
-    the model's own, or `prompt_dets` (one per image) when it has no detection task)."""
-    model.to(device).eval()
+def image_outputs(model, words, data, device, tasks, rows: list[int], prompt_dets=None) -> list[dict]:
+    """Outputs of `model` for the images at `rows` of the split, one dict per image, for `tasks` (subset of
+    detection, segmentation, keypoint, captioning). Instance tasks run twice: prompted by ground-truth
+    boxes ("<task>_gt") and by detections ("<task>_det": the model's own, or `prompt_dets` (one per row)
+    when it has no detection task). Instance records carry "image": the row in the split."""
     opts = InferenceOptions(num_keypoints=model.cfg.num_keypoints)
-    n = len(data) if limit is None else min(limit, len(data))
-    out: dict[str, list] = {}
-    for start in range(0, n, batch_images):
-        index = list(range(start, min(start + batch_images, n)))
-        sizes = [(data.targets[i]["width"], data.targets[i]["height"]) for i in index]
-        feats = model.encode(prepare_images(data.images[index], model.cfg.image_size, device=device))
-        if "detection" in tasks:
-            dets = detect(model, feats, sizes, opts)
-            out.setdefault("detection", []).extend(dets)
-        else:
-            dets = prompt_dets[start:start + len(index)] if prompt_dets is not None else None
-        for task, fn in (("segmentation", segment), ("keypoint", keypoint)):
-            if task not in tasks:
+    sizes = [(data.targets[i]["width"], data.targets[i]["height"]) for i in rows]
+    feats = model.encode(prepare_images(data.images[rows], model.cfg.image_size, device=device))
+    per_image: list[dict] = [{} for _ in rows]
+    dets = detect(model, feats, sizes, opts) if "detection" in tasks else prompt_dets
+    if "detection" in tasks:
+        for b, det in enumerate(dets):
+            per_image[b]["detection"] = det
+    for task, fn in (("segmentation", segment), ("keypoint", keypoint)):
+        if task not in tasks:
+            continue
+        for kind, inst in (("gt", _gt_instances(data, rows)),
+                           ("det", detected_instances(dets, opts) if dets is not None else None)):
+            if inst is None:
                 continue
-            for kind, inst in (("gt", _gt_instances(data, index)),
-                               ("det", detected_instances(dets, opts) if dets is not None else None)):
-                if inst is None:
-                    continue
-                res = fn(model, feats, sizes, inst, opts)
-                for r in res:
-                    r["image"] = index[r["image"]]
-                out.setdefault(f"{task}_{kind}", []).extend(res)
-        if "captioning" in tasks:
-            out.setdefault("captioning", []).extend(caption(model, feats, words, opts))
-    out["num_images"] = n
+            for b in range(len(rows)):
+                per_image[b].setdefault(f"{task}_{kind}", [])
+            for r in fn(model, feats, sizes, inst, opts):
+                per_image[r["image"]][f"{task}_{kind}"].append({**r, "image": rows[r["image"]]})
+    if "captioning" in tasks:
+        for b, text in enumerate(caption(model, feats, words, opts)):
+            per_image[b]["captioning"] = text
+    return per_image
+
+
+def _to_json(record: dict) -> dict:
+    """One image's outputs as JSON values (RLE counts bytes -> str, arrays -> lists)."""
+    def fix(value):
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value.decode("ascii") if isinstance(value, bytes) else value
+    return to_jsonable(fix(record))
+
+
+def _from_json(record: dict) -> dict:
+    """Inverse of _to_json for what scoring and prompting read: detection arrays back to numpy."""
+    record = dict(record)
+    if "detection" in record:
+        d = record["detection"]
+        record["detection"] = {**d, "boxes": np.asarray(d["boxes"], np.float64).reshape(-1, 4),
+                               "labels": np.asarray(d["labels"], np.int64),
+                               "scores": np.asarray(d["scores"], np.float64)}
+    return record
+
+
+def run_model(ctx: RunContext, name: str, tasks, data, fingerprint: str, limit=None, prompts: dict | None = None,
+              batch_images: int = 32) -> dict:
+    """Outputs of checkpoint `name` on the split through the per-sample cache (export
+    reports/samples/multitask-<name>.jsonl), regrouped by task: {"detection": [per image], "<task>_<kind>":
+    [instances], "captioning": [str], "num_images"}. `prompts` (the detector's run_model result and
+    checkpoint name) prompts the instance tasks of a model without detection."""
+    model, words, meta = _checkpoint(name, ctx.device)
+    model.to(ctx.device).eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    image_ids = [data.targets[i]["image_id"] for i in range(n)]
+    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+
+    def compute(batch_ids: list) -> dict:
+        rows = [row_of[i] for i in batch_ids]
+        dets = [prompts["out"]["detection"][r] for r in rows] if prompts else None
+        return {i: _to_json(o) for i, o in zip(batch_ids, image_outputs(model, words, data, ctx.device, tasks, rows, dets))}
+
+    config = {"tasks": sorted(tasks), "model": model.cfg.to_dict(), "opts": repr(InferenceOptions(
+        num_keypoints=model.cfg.num_keypoints)), "prompt_checkpoint": prompts["sha256"] if prompts else None}
+    path = CHECKPOINTS / f"{name}.safetensors"
+    outputs = run_samples(ctx, f"multitask-{name}", image_ids, compute, config=config, checkpoint=path,
+                          dataset_fingerprint=fingerprint, batch_size=batch_images, sharded=False)
+    out: dict = {"num_images": n, "meta": meta, "sha256": file_sha256(path)}
+    for image_id in image_ids:
+        for key, value in _from_json(outputs[image_id]).items():
+            if key in ("detection", "captioning"):
+                out.setdefault(key, []).append(value)
+            else:
+                out.setdefault(key, []).extend(value)
     return out
 
 
@@ -164,17 +215,17 @@ def run(ctx: RunContext) -> BenchmarkResult:
     paths = default_dataset()
     dataset, data = load_split(paths, "val")
     limit = 24 if ctx.quick else ctx.limit
-    model, words, meta = _checkpoint(MULTI, ctx.device)
-    multi_out = run_model(model, words, data, ctx.device, SINGLE.keys(), limit=limit)
+    multi_out = run_model(ctx, MULTI, SINGLE.keys(), data, paths.fingerprint, limit)
     multi = score(multi_out, data, dataset, KEYPOINT_SIGMAS)
-    single, metas = {}, {MULTI: meta}
-    det_model, det_words, metas[SINGLE["detection"]] = _checkpoint(SINGLE["detection"], ctx.device)
-    det_out = run_model(det_model, det_words, data, ctx.device, ["detection"], limit=limit)
-    single.update(score(det_out, data, dataset, KEYPOINT_SIGMAS))
+    det_out = run_model(ctx, SINGLE["detection"], ["detection"], data, paths.fingerprint, limit)
+    single = score(det_out, data, dataset, KEYPOINT_SIGMAS)
+    metas = {MULTI: multi_out["meta"], SINGLE["detection"]: det_out["meta"]}
     for task in ("segmentation", "keypoint", "captioning"):
-        m, w, metas[SINGLE[task]] = _checkpoint(SINGLE[task], ctx.device)
-        out = run_model(m, w, data, ctx.device, [task], prompt_dets=det_out["detection"], limit=limit)
+        out = run_model(ctx, SINGLE[task], [task], data, paths.fingerprint, limit, prompts={
+            "out": det_out, "sha256": det_out["sha256"]})
         single.update(score(out, data, dataset, KEYPOINT_SIGMAS))
+        metas[SINGLE[task]] = out["meta"]
+    model = _checkpoint(MULTI, "cpu")[0]
     ceiling = score(codec_outputs(model.vocab, data, model.cfg.max_points, limit), data, dataset, KEYPOINT_SIGMAS)
     ceiling["segmentation_det"], ceiling["keypoint_det"] = ceiling["segmentation_gt"], ceiling["keypoint_gt"]
     unthinned = score(codec_outputs(model.vocab, data, 128, limit), data, dataset, KEYPOINT_SIGMAS)["segmentation_gt"]

@@ -12,7 +12,9 @@ import torch
 from bench.benchmarks.captioning import load_for_benchmark
 from bench.registry import RunContext, register_benchmark
 from bench.results import BenchmarkResult, Section, Table
-from reference.blip2.retrieval import FILL, recall_at_k, rerank_scores, similarity_matrix
+from bench.samples import RunKey, export_samples
+from bench.storage import file_sha256, stable_hash
+from reference.blip2.retrieval import FILL, recall_from_ranks, rerank_scores, retrieval_ranks, similarity_matrix
 
 K_TEST = 16  # texts (images) per image (text) re-scored by ITM (>= the largest K of recall@K); COCO uses 128
 
@@ -43,6 +45,22 @@ def retrieval_scores(model, split, tokenizer, device, k: int, max_text_len: int)
     return sim, (i2t, t2i), itm_only, owner, {"itc_seconds": t1 - t0, "itm_rerank_seconds": t2 - t1}
 
 
+def export_ranks(ctx: RunContext, split, owner: list[int], ranks: dict, config: dict, fingerprint: str) -> None:
+    """Per-query ranks to reports/samples/retrieval.jsonl: sample "image:<id>" -> {variant: rank of its best
+    caption}, "text:<n>" -> {"image_id", "text", "ranks": {variant: rank of its image}}; Recall@K = share of
+    ranks below K (bench.samples schema; whole-matrix scoring, so not resumable per sample)."""
+    from bench.train_qformer import CHECKPOINT
+
+    texts = [c for image_id in split.image_ids for c in split.captions[image_id]]
+    outputs = {f"image:{image_id}": {name: int(r[0][row]) for name, r in ranks.items()}
+               for row, image_id in enumerate(split.image_ids)}
+    outputs.update({f"text:{t}": {"image_id": split.image_ids[owner[t]], "text": texts[t],
+                                  "ranks": {name: int(r[1][t]) for name, r in ranks.items()}}
+                    for t in range(len(owner))})
+    key = RunKey("retrieval", stable_hash(config), file_sha256(CHECKPOINT) if CHECKPOINT.is_file() else "trained-in-run", fingerprint)
+    export_samples(ctx.samples_path("retrieval"), key, outputs)
+
+
 @register_benchmark("retrieval", description="Recall@1/5/10 of the tiny Q-Former, ITC vs ITC+ITM (generated val)",
                     report="retrieval", order=0, report_title="Retrieval: tiny BLIP-2 Q-Former")
 def run(ctx: RunContext) -> BenchmarkResult:
@@ -54,13 +72,16 @@ def run(ctx: RunContext) -> BenchmarkResult:
                                                                meta["train_config"]["max_text_len"])
     variants = {"ITC only": (sim, sim.t()), f"ITM re-rank of the ITC top-{k} (paper)": tuple(itm_only),
                 f"ITM + ITC on the ITC top-{k} (public code, reference)": combined}
-    rows, metrics = [], {}
+    rows, metrics, ranks = [], {}, {}
     for name, (i2t, t2i) in variants.items():
-        rec = recall_at_k(i2t.cpu(), t2i.cpu(), owner)
+        ranks[name] = retrieval_ranks(i2t.cpu(), t2i.cpu(), owner)
+        rec = recall_from_ranks(*ranks[name])
         metrics[name] = rec
         rows.append([name, rec["i2t_R@1"], rec["i2t_R@5"], rec["i2t_R@10"], rec["t2i_R@1"], rec["t2i_R@5"],
                      rec["t2i_R@10"]])
     Ni, Nt = sim.shape
+    config = {"k_test": k, "checkpoint": "qformer_tiny.safetensors", "limit": limit}
+    export_ranks(ctx, split, owner, ranks, config, paths.fingerprint)
     combined_name = list(variants)[-1]
     r1 = {name: (metrics[name]["i2t_R@1"] + metrics[name]["t2i_R@1"]) / 2 for name in variants}
     itm_loss = meta["metrics_at_save"].get("train_itm_last100")
@@ -79,7 +100,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     return BenchmarkResult(
         benchmark="retrieval", report="retrieval", title="Image-text retrieval (Recall@K)",
         metrics={**metrics, **seconds, "num_images": Ni, "num_texts": Nt, "k_test": k},
-        config={"k_test": k, "checkpoint": "qformer_tiny.safetensors", "limit": limit},
+        config=config,
         seeds={"seed": ctx.seed, "train_seed": meta["seed"]},
         sections=[Section(heading="Recall@K", text=text, tables=[
             Table(headers=["scores", "i2t R@1", "i2t R@5", "i2t R@10", "t2i R@1", "t2i R@5", "t2i R@10"],

@@ -53,11 +53,11 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
     return i2t, t2i
 
 
-def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int],
-                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@K in percent: an image counts as found when ANY of its texts is in its top K (COCO protocol),
-    a text when its image is; ties are resolved against the ground truth. text_to_image[t] = row index of the
-    image that text t describes. With re-ranked scores, K above the re-ranking k only counts ties as misses."""
+def retrieval_ranks(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t rank (Ni,), t2i rank (Nt,)): the 0-based rank of each image's best ground-truth text and of each
+    text's image. Ties are resolved against the ground truth. text_to_image[t] = row index of the image
+    that text t describes."""
     t2i = torch.as_tensor(list(text_to_image), dtype=torch.long)
     Ni, Nt = score_i2t.shape
     if t2i.numel() != Nt or score_t2i.shape != (Nt, Ni):
@@ -70,6 +70,21 @@ def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image:
     i2t_rank = ((score_i2t >= best_gt[:, None]) & ~owned).sum(dim=1)
     gt_score = score_t2i.gather(1, t2i[:, None]).squeeze(1)  # (Nt,)
     t2i_rank = ((score_t2i >= gt_score[:, None]) & ~owned.t()).sum(dim=1)
+    return i2t_rank, t2i_rank
+
+
+def recall_at_k(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int],
+                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K in percent: an image counts as found when ANY of its texts is in its top K (COCO protocol),
+    a text when its image is (ranks from `retrieval_ranks`). With re-ranked scores, K above the re-ranking k
+    only counts ties as misses."""
+    i2t_rank, t2i_rank = retrieval_ranks(score_i2t, score_t2i, text_to_image)
+    return recall_from_ranks(i2t_rank, t2i_rank, ks)
+
+
+def recall_from_ranks(i2t_rank, t2i_rank, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K in percent from 0-based ranks (tensors or lists) of the image and text queries."""
+    i2t_rank, t2i_rank = torch.as_tensor(i2t_rank), torch.as_tensor(t2i_rank)
     out = {}
     for k in ks:
         out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).double().mean().item()

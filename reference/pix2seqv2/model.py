@@ -78,3 +78,41 @@ def load_v2_checkpoint(path: str | os.PathLike, map_location: str | torch.device
     check_state_dict(model, state, str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(map_location).eval(), words, meta
+
+
+TOKEN_TABLES = ("decoder.embedding.weight", "decoder.output.weight", "decoder.output.bias")
+
+
+def token_row_map(vocab: TaskVocabulary, detector_vocab) -> dict[int, int]:
+    """{task-vocabulary id: detector-vocabulary id} for the tokens a Pix2Seq detector already knows:
+    coordinate bin j <- the detector's bin at the same position (bins span [0, 1] end to end), class c <-
+    class c, BOS/EOS/PAD <- the same, every task token <- BOS (the token it replaces)."""
+    if detector_vocab.num_classes != vocab.num_classes:
+        raise ValueError(f"the detector has {detector_vocab.num_classes} classes, the task vocabulary "
+                         f"{vocab.num_classes}: they must be equal")
+    scale = (detector_vocab.num_bins - 1) / (vocab.num_bins - 1)
+    rows = {j: int(j * scale + 0.5) for j in range(vocab.num_bins)}
+    rows.update({vocab.num_bins + c: detector_vocab.num_bins + c for c in range(vocab.num_classes)})
+    rows.update({vocab.bos: detector_vocab.bos, vocab.eos: detector_vocab.eos, vocab.pad: detector_vocab.pad})
+    rows.update({token: detector_vocab.bos for token in vocab.task_tokens.values()})
+    return rows
+
+
+@torch.no_grad()
+def init_from_detector(model: Pix2Seq, detector: Pix2Seq) -> dict[str, int]:
+    """Start a Pix2SeqV2 model from a trained Pix2Seq detector, as the paper starts from a
+    detection-pretrained model: every weight of equal name and shape is copied; the token embedding
+    and output rows are copied by meaning (token_row_map); word, invisible and separator rows keep their
+    fresh init. -> {"tensors": copied whole, "token_rows": rows copied per token table}."""
+    src, dst = detector.state_dict(), model.state_dict()
+    mismatched = [k for k in dst if k not in TOKEN_TABLES and (k not in src or src[k].shape != dst[k].shape)]
+    if mismatched:
+        raise CheckpointError(f"detector does not fit the Pix2SeqV2 model (other sizes?): {mismatched[:6]}")
+    rows = token_row_map(model.vocab, detector.vocab)
+    new, old = torch.tensor(list(rows)), torch.tensor(list(rows.values()))
+    for name, tensor in dst.items():
+        if name in TOKEN_TABLES:
+            tensor[new] = src[name][old].to(tensor.dtype)
+        else:
+            tensor.copy_(src[name])
+    return {"tensors": len(dst) - len(TOKEN_TABLES), "token_rows": len(rows)}
