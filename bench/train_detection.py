@@ -2,8 +2,9 @@
 
 Loop: AdamW, linear warm-up then cosine decay, gradient clipping, cross-entropy on next-token targets
 with PAD ignored (input seq[:, :-1], target seq[:, 1:]). Sequence augmentation from the paper where it
-helps on this data: the objects of each image in a random order every time it is seen, and random
-horizontal flips. (The paper's noise objects need an extra "noise" class token that the port's
+helps on this data: the objects of each image in a random order every time it is seen, random
+horizontal flips, and (--scale-jitter) the paper's image scale jitter: resize by a random factor, then
+crop or pad back to the input size (boxes clipped; an object mostly cut off is dropped). (The paper's noise objects need an extra "noise" class token that the port's
 vocabulary lacks, so they are not used.) Resumable: `<out>/last.pt` holds the model, optimiser,
 schedule and RNG states after every epoch; `--resume` continues from it. The exported checkpoint is a
 safetensors file with the config, seed, command and validation metrics in its metadata.
@@ -43,6 +44,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm
     order: str = "random"  # object order in a sequence: random (new each time) | raster (by ymin, xmin) | given
     hflip: float = 0.5  # probability of a horizontal flip
+    scale_jitter: tuple[float, float] = (1.0, 1.0)  # image scale range (paper: random resize, then crop or pad)
     seed: int = 0  # model init, batch order and augmentation
     eval_batch_size: int = 64  # images per generation batch at evaluation
 
@@ -70,10 +72,43 @@ def augmented_sequences(model: Pix2Seq, data: DetectionData, index: np.ndarray, 
         if rng.random() < cfg.hflip:
             image = image[:, ::-1]
             boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+        low, high = cfg.scale_jitter
+        if (low, high) != (1.0, 1.0):
+            scale = float(rng.uniform(low, high))
+            h = target["height"]
+            spare = np.array([w - round(w * scale), h - round(h * scale)])  # < 0: the resized image is cropped
+            offset = [int(rng.integers(min(0, d), max(0, d) + 1)) for d in spare]
+            image, boxes, labels = scale_and_place(image, boxes, labels, scale, offset)
         order = object_order(boxes, cfg.order, rng)
         sequences.append(encode_objects(model.vocab, boxes[order], labels[order], w, target["height"]))
         images.append(image)
     return np.stack(images), sequences
+
+
+def scale_and_place(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scale: float,
+                    offset: tuple[int, int] | list[int], min_visible: float = 0.5):
+    """Resize image (H,W,3) by `scale` and place its top-left corner at `offset` (x, y; negative crops) on
+    an (H,W) canvas of the image's mean colour. Boxes (N,4 xyxy px) follow and are clipped to the canvas;
+    an object keeps its box only if at least `min_visible` of its scaled area stays in the canvas.
+    -> (image (H,W,3) uint8, boxes (M,4), labels (M,))."""
+    import cv2
+
+    H, W = image.shape[:2]
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    resized = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.empty_like(image)
+    canvas[:] = image.reshape(-1, image.shape[2]).mean(0).round().astype(image.dtype)
+    x, y = offset
+    sx, sy = max(0, -x), max(0, -y)  # first visible pixel of the resized image
+    cx, cy = max(0, x), max(0, y)  # where it lands on the canvas
+    cw, ch = min(size[0] - sx, W - cx), min(size[1] - sy, H - cy)
+    if cw > 0 and ch > 0:
+        canvas[cy:cy + ch, cx:cx + cw] = resized[sy:sy + ch, sx:sx + cw]
+    moved = boxes * np.array([size[0] / W, size[1] / H] * 2) + np.array([x, y, x, y], np.float64)
+    clipped = np.clip(moved, 0, [W, H, W, H])
+    area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # noqa: E731
+    keep = area(clipped) >= min_visible * np.maximum(area(moved), 1e-9)
+    return canvas, clipped[keep], labels[keep]
 
 
 def object_order(boxes: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
@@ -242,6 +277,8 @@ def configure_cli(parser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "weight_decay", "min_lr_ratio", "hflip"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument("--scale-jitter", type=float, nargs=2, default=defaults.scale_jitter, metavar=("LOW", "HIGH"),
+                   help="random image scale range; the resized image is cropped or padded back to its size")
     p.add_argument("--order", default=defaults.order, choices=["random", "raster", "given"],
                    help="object order in the target sequences")
     p.add_argument("--decoder-layers", type=int, default=None, help="override the preset's decoder depth")
@@ -272,7 +309,7 @@ def run_cli(args) -> int:
     val_set = CocoDetection(paths.images_dir("val"), paths.instances_json("val"))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, hflip=args.hflip,
-                      order=args.order, seed=args.seed)
+                      order=args.order, seed=args.seed, scale_jitter=tuple(args.scale_jitter))
     overrides = {"num_classes": len(train_set.class_names)}
     if args.decoder_layers:
         overrides["decoder_layers"] = args.decoder_layers

@@ -240,11 +240,13 @@ def run_cli(args) -> int:
     model = build_model(Pix2SeqV2Config.tiny(**overrides))
     init = None
     if args.init_detector:
+        from bench.storage import file_sha256
         from reference.pix2seq.checkpoint import load_checkpoint
         from reference.pix2seqv2.model import init_from_detector
 
         detector = load_checkpoint(args.init_detector)[0]
-        init = {"path": str(args.init_detector), **init_from_detector(model, detector),
+        init = {"path": str(args.init_detector), "sha256": file_sha256(args.init_detector),
+                **init_from_detector(model, detector),
                 "detector_val_metrics": read_metadata(args.init_detector).get("val_metrics")}
     command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"{command}\n{describe_device(device)}, {len(data)} train images, {len(words)} words, "

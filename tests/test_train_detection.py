@@ -116,3 +116,42 @@ def test_train_detection_command_is_registered():
 
     args = build_parser().parse_args(["train", "detection", "--epochs", "2", "--order", "raster", "--resume"])
     assert (args.command, args.task, args.epochs, args.order, args.resume) == ("train", "detection", 2, "raster", True)
+
+
+def test_scale_and_place_by_hand():
+    """A 100 x 80 image with a white 20 x 20 square at (10, 20): halved and placed at (30, 5) the square
+    covers x 35..45, y 15..25; doubled and shifted by (-40, -30) it covers x -20..20, y 10..50 of which
+    x 0..20 is left (half: kept at min_visible 0.5, dropped at 0.6)."""
+    from bench.train_detection import scale_and_place
+
+    image = np.zeros((80, 100, 3), np.uint8)
+    image[20:40, 10:30] = 255
+    boxes, labels = np.array([[10.0, 20.0, 30.0, 40.0]]), np.array([2])
+    small, b, lab = scale_and_place(image, boxes, labels, 0.5, (30, 5))
+    assert small.shape == image.shape and b.tolist() == [[35.0, 15.0, 45.0, 25.0]] and lab.tolist() == [2]
+    assert small[16:24, 36:44].min() == 255 and small[:5].max() < 255  # square moved; padding is the mean colour
+    big, b, lab = scale_and_place(image, boxes, labels, 2.0, (-40, -30))
+    assert b.tolist() == [[0.0, 10.0, 20.0, 50.0]] and lab.tolist() == [2]
+    assert big[12:48, 0:18].min() == 255 and big[:, 22:].max() == 0
+    _, b, lab = scale_and_place(image, boxes, labels, 2.0, (-40, -30), min_visible=0.6)
+    assert b.shape == (0, 4) and lab.tolist() == []
+
+
+def test_scale_jitter_keeps_boxes_inside_and_on_their_objects():
+    """Generated images through random scale jitter: every kept box lies in the image and its centre
+    pixel still shows a non-background colour where the original centre did."""
+    from bench.train_detection import scale_and_place
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        image = np.full((64, 64, 3), 40, np.uint8)
+        x0, y0 = rng.integers(0, 40, size=2)
+        image[y0:y0 + 20, x0:x0 + 20] = 220
+        boxes = np.array([[x0, y0, x0 + 20, y0 + 20]], np.float64)
+        scale = rng.uniform(0.5, 1.5)
+        spare = [64 - round(64 * scale)] * 2
+        offset = [int(rng.integers(min(0, d), max(0, d) + 1)) for d in spare]
+        out, b, _ = scale_and_place(image, boxes, np.array([0]), scale, offset)
+        assert np.all(b >= 0) and np.all(b[:, 2] <= 64) and np.all(b[:, 3] <= 64)
+        for x_a, y_a, x_b, y_b in b:
+            assert out[int((y_a + y_b) / 2), int((x_a + x_b) / 2)].min() > 150

@@ -79,6 +79,19 @@ def generate_cached(ctx: RunContext, model, images: np.ndarray, image_ids: list,
     return batches, outputs
 
 
+def training_note(meta: dict, checkpoint: Path) -> str:
+    """How the checkpoint was trained: the reproducing commands recorded in its JSON sidecar (several
+    stages) when there are any, else the one command in its metadata."""
+    import json
+
+    sidecar = checkpoint.with_suffix(".json")
+    steps = json.loads(sidecar.read_text()).get("reproduce", []) if sidecar.is_file() else []
+    if steps:
+        return (f"trained in {len(steps)} stages on CPU, reproduced by " + "; then ".join(f"`{c}`" for c in steps)
+                + f" ({sidecar.name})")
+    return f"trained with `{meta.get('command', '?')}`, seed {meta.get('seed', '?')}"
+
+
 def with_vocab(impl, vocab):
     """A copy of a pipeline object (reference or replica) reading tokens with the model's vocabulary."""
     impl = copy.copy(impl)
@@ -177,7 +190,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     num_boxes = sum(len(d["boxes"]) for d in reference["detections"])
     intro = (f"Checkpoint `{CHECKPOINT.name}` (tiny config: {model.cfg.image_size} px, ViT {model.cfg.encoder.dim}x"
              f"{model.cfg.encoder.depth}, decoder d={model.cfg.dim} x {model.cfg.decoder_layers} layers, "
-             f"{model.cfg.num_bins} bins; trained with `{meta.get('command', '?')}`, seed {meta.get('seed', '?')}) "
+             f"{model.cfg.num_bins} bins; {training_note(meta, CHECKPOINT)}) "
              f"on {count} images of the generated validation split (dataset {paths.fingerprint}). Greedy decoding "
              f"with the token-kind constraint and stop at EOS; {num_boxes} detections. Scores are the class-token "
              f"probabilities; pycocotools bbox evaluation, every image kept in imgIds. Goal AP50 >= 0.8: "

@@ -268,8 +268,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
                   [[s, *[multi[k].get(s) for k in multi if k != "captioning"]] for s in
                    dict.fromkeys(s for k in multi if k != "captioning" for s in multi[k])])]),
         Section("Training", text=(
-            "All models train on CPU from scratch (no pretrained weights) on the generated train split "
-            "(2000 images), seed 0. Keypoint OKS sigmas of the generated keypoints "
+            "All models train on CPU on the generated train split (2000 images), seed 0, "
+            + init_note(metas) + " Keypoint OKS sigmas of the generated keypoints "
             f"({', '.join(KEYPOINT_NAMES)}): {', '.join(map(str, KEYPOINT_SIGMAS))} (the extreme points are "
             "exact polygon vertices; the centre is the area centroid, which nothing marks in the image)."
             + stale_note),
@@ -284,6 +284,22 @@ def run(ctx: RunContext) -> BenchmarkResult:
                            config={"checkpoints": sorted(metas), "dataset_fingerprint": paths.fingerprint,
                                    "keypoint_sigmas": list(KEYPOINT_SIGMAS), "quick": ctx.quick},
                            seeds={"seed": ctx.seed}, sections=sections)
+
+
+def init_note(metas: dict) -> str:
+    """How the checkpoints were initialised, from their metadata."""
+    inits = {name: m.get("init_from_detector") for name, m in metas.items()}
+    if not any(inits.values()):
+        return "from scratch (no pretrained weights)."
+    first = next(i for i in inits.values() if i)
+    ap50 = (first.get("detector_val_metrics") or {}).get("AP50")
+    same = all(i and i.get("sha256") == first.get("sha256") for i in inits.values())
+    return (("each" if same else "some") + " starting from the shipped Pix2Seq tiny detector "
+            f"(`{Path(first['path']).name}`" + (f", val AP50 {ap50:.3f}" if ap50 is not None else "") + "), as "
+            "Pix2SeqV2 starts from a detection-pretrained model: encoder and decoder weights copied, token rows "
+            "copied by meaning (coordinate bins by position, classes, BOS/EOS/PAD, each task token from BOS); "
+            "word, separator and invisible rows fresh." + ("" if same else
+                                                        f" Not initialised this way: {sorted(k for k, v in inits.items() if not v)}."))
 
 
 def sample_figure(data, out: dict, class_names, path: Path, keypoint_names, count: int = 4) -> Path:
