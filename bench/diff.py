@@ -16,13 +16,21 @@ from bench.samples import read_samples
 from bench.storage import read_json
 
 
+def _results_of(folder: Path, export: str) -> Path | None:
+    """The results JSON of an export: <export>.json, else that of the benchmark that wrote it
+    (multitask-pix2seqv2_tiny -> multitask, captioning-beam -> captioning)."""
+    for name in (export, export.split("-")[0]):
+        if (folder / "results" / f"{name}.json").is_file():
+            return folder / "results" / f"{name}.json"
+    return None
+
+
 def _paths(run: Path, benchmark: str | None) -> tuple[Path, Path | None]:
     if run.is_dir():
         if not benchmark:
             raise ValueError(f"{run} is a folder: name the benchmark with --benchmark")
-        return run / "samples" / f"{benchmark}.jsonl", run / "results" / f"{benchmark}.json"
-    results = run.parent.parent / "results" / f"{run.stem}.json"
-    return run, results if results.is_file() else None
+        return run / "samples" / f"{benchmark}.jsonl", _results_of(run, benchmark)
+    return run, _results_of(run.parent.parent, run.stem)
 
 
 def flatten(metrics: Any, prefix: str = "") -> dict[str, float]:

@@ -130,6 +130,12 @@ def test_diff_reports_changed_and_missing_samples(tmp_path):
     assert "1 changed" in format_diff(diff)
     header, records = read_samples(a)
     assert header["run"]["benchmark"] == "toy" and len(records) == 3
+    # an export named <benchmark>-<part> is compared with its benchmark's results
+    for folder in ("a", "b"):
+        (tmp_path / folder / "samples" / "toy.jsonl").rename(tmp_path / folder / "samples" / "toy-part.jsonl")
+    assert diff_runs(tmp_path / "a", tmp_path / "b", "toy-part")["metric_deltas"] == {"AP": (0.5, 0.75, 0.25)}
+    assert diff_runs(tmp_path / "a" / "samples" / "toy-part.jsonl",
+                     tmp_path / "b" / "samples" / "toy-part.jsonl")["metric_deltas"] == {"AP": (0.5, 0.75, 0.25)}
 
 
 def test_read_samples_names_the_bad_line(tmp_path):
