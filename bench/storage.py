@@ -34,13 +34,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert numpy / torch scalars and arrays, paths, tuples and NaN to plain JSON values (NaN -> None)."""
+    """Convert numpy / torch scalars and arrays, paths, ASCII bytes, tuples and NaN to plain JSON values (NaN -> None)."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, bytes):  # e.g. COCO RLE counts
+        return value.decode("ascii")
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return to_jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):

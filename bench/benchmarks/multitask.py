@@ -72,19 +72,8 @@ def image_outputs(model, words, data, device, tasks, rows: list[int], prompt_det
     return per_image
 
 
-def _to_json(record: dict) -> dict:
-    """One image's outputs as JSON values (RLE counts bytes -> str, arrays -> lists)."""
-    def fix(value):
-        if isinstance(value, dict):
-            return {k: fix(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        return value.decode("ascii") if isinstance(value, bytes) else value
-    return to_jsonable(fix(record))
-
-
 def _from_json(record: dict) -> dict:
-    """Inverse of _to_json for what scoring and prompting read: detection arrays back to numpy."""
+    """Inverse of to_jsonable for what scoring and prompting read: detection arrays back to numpy."""
     record = dict(record)
     if "detection" in record:
         d = record["detection"]
@@ -98,8 +87,8 @@ def run_model(ctx: RunContext, name: str, tasks, data, fingerprint: str, limit=N
               batch_images: int = 32) -> dict:
     """Outputs of checkpoint `name` on the split through the per-sample cache (export
     reports/samples/multitask-<name>.jsonl), regrouped by task: {"detection": [per image], "<task>_<kind>":
-    [instances], "captioning": [str], "num_images"}. `prompts` (the detector's run_model result and
-    checkpoint name) prompts the instance tasks of a model without detection."""
+    [instances], "captioning": [str], "num_images", "meta", "sha256"}. `prompts` (the detector's run_model
+    result) prompts the instance tasks of a model without detection."""
     model, words, meta = _checkpoint(name, ctx.device)
     model.to(ctx.device).eval()
     n = len(data) if limit is None else min(limit, len(data))
@@ -108,8 +97,8 @@ def run_model(ctx: RunContext, name: str, tasks, data, fingerprint: str, limit=N
 
     def compute(batch_ids: list) -> dict:
         rows = [row_of[i] for i in batch_ids]
-        dets = [prompts["out"]["detection"][r] for r in rows] if prompts else None
-        return {i: _to_json(o) for i, o in zip(batch_ids, image_outputs(model, words, data, ctx.device, tasks, rows, dets))}
+        dets = [prompts["detection"][r] for r in rows] if prompts else None
+        return {i: to_jsonable(o) for i, o in zip(batch_ids, image_outputs(model, words, data, ctx.device, tasks, rows, dets))}
 
     config = {"tasks": sorted(tasks), "model": model.cfg.to_dict(), "opts": repr(InferenceOptions(
         num_keypoints=model.cfg.num_keypoints)), "prompt_checkpoint": prompts["sha256"] if prompts else None}
@@ -221,8 +210,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     single = score(det_out, data, dataset, KEYPOINT_SIGMAS)
     metas = {MULTI: multi_out["meta"], SINGLE["detection"]: det_out["meta"]}
     for task in ("segmentation", "keypoint", "captioning"):
-        out = run_model(ctx, SINGLE[task], [task], data, paths.fingerprint, limit, prompts={
-            "out": det_out, "sha256": det_out["sha256"]})
+        out = run_model(ctx, SINGLE[task], [task], data, paths.fingerprint, limit, prompts=det_out)
         single.update(score(out, data, dataset, KEYPOINT_SIGMAS))
         metas[SINGLE[task]] = out["meta"]
     model = _checkpoint(MULTI, "cpu")[0]
