@@ -83,4 +83,4 @@ def test_perfect_outputs_score_top_marks(split, model_and_words):
     assert metrics["captioning"]["BLEU-4"] == pytest.approx(1.0)
     coded = score(codec_outputs(model.vocab, data, 128), data, dataset, KEYPOINT_SIGMAS)
     assert coded["detection"]["AP50"] == pytest.approx(1.0) and coded["segmentation_gt"]["AP50"] == pytest.approx(1.0)
-    assert 0.5 < coded["keypoint_gt"]["AP50"] <= 1.0  # sub-pixel bins against sigmas of 0.025
+    assert 0.5 < coded["keypoint_gt"]["AP50"] <= 1.0  # half-pixel quantisation costs some OKS

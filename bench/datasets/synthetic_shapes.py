@@ -23,10 +23,13 @@ import numpy as np
 KEYPOINT_NAMES: tuple[str, ...] = ("centre", "top", "bottom", "left", "right")
 # COCO skeleton (1-based keypoint indices): the centre joined to each extreme point.
 KEYPOINT_SKELETON: tuple[tuple[int, int], ...] = ((1, 2), (1, 3), (1, 4), (1, 5))
-# Per-keypoint OKS sigmas for COCOeval("keypoints") on this dataset. The extreme points are polygon
-# vertices, exact to the pixel (COCO's sharpest joints, the eyes, use 0.025); the centre is the area
-# centroid, a point with no visible mark, hence the looser value (COCO hips use 0.107).
-KEYPOINT_SIGMAS: tuple[float, ...] = (0.05, 0.025, 0.025, 0.025, 0.025)
+# Per-keypoint OKS sigmas for COCOeval("keypoints") on this dataset, at the level of COCO's body joints.
+# The centre is the area centroid, a point nothing marks in the image (as COCO's hips, 0.107). The extreme
+# points are vertices, but which vertex is "top" flips between two corners when an edge is near-horizontal,
+# and a 2-px shift on a 16-px shape is already an eye-level miss: they take COCO's knee value (0.087). With
+# eye-level sigmas (0.025) every trained model scored keypoint AP below 0.005, a metric that no longer
+# separates models; the multitask report still prints AP under those strict sigmas beside these.
+KEYPOINT_SIGMAS: tuple[float, ...] = (0.107, 0.087, 0.087, 0.087, 0.087)
 
 
 def _regular(n: int, radius: float, angle: float) -> np.ndarray:
