@@ -105,12 +105,15 @@ class BenchmarkResult:
 
 
 def git_state(root: str | os.PathLike | None = None) -> tuple[str, bool]:
-    """(commit hash, dirty flag) of the checkout holding `root`; ('unknown', False) outside git."""
+    """(commit hash, dirty flag) of the checkout holding `root`; ('unknown', False) outside git.
+
+    Dirty means tracked code or data differ from the commit; reports/ is left out, since a run rewrites it."""
     root = Path(root or Path(__file__).resolve().parent.parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)reports"], cwd=root,
                                 capture_output=True, text=True, check=True, timeout=10).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.SubprocessError):

@@ -130,3 +130,25 @@ def test_impl_that_cannot_be_loaded_is_a_clear_error(spec, message):
 
 def test_impl_loads_module_objects():
     assert load_object("bench.implementations:PIX2SEQ").name == "reference"
+
+
+def test_git_state_ignores_rewritten_reports_but_not_code(tmp_path):
+    """A run rewrites reports/: that alone must not mark the commit dirty; a changed source file must."""
+    import subprocess
+
+    from bench.results import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "a.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / "reports" / "a.md").write_text("new\n")
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)[1] is True
