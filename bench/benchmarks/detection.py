@@ -178,6 +178,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     evaluation = evaluate_detections(gt, detections_to_coco(prediction_table(reference["ids"], reference["detections"]), gt))
     stages = [("reference", reference)] + [
         (label, score_stage(with_vocab(load_implementation(spec), model.vocab), batches, gt)) for label, spec in BUG_STAGES]
+    empty_images = sum(len(d["boxes"]) == 0 for d in reference["detections"])
     bug_rows = [[label, s["AP"], s["AP50"], s["table_rows"], s["images_with_rows"], s["lost_batches"],
                  ", ".join(s["errors"]) or "-"] for label, s in stages]
 
@@ -203,7 +204,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
         Section("Bug impact: the same generated tokens through the port's stages",
                 "Each row scores the same generated tokens; the known-bad stages come from the port replica "
                 "(`cases/known_bad/port.py`). Bug 2 loses every postprocess batch (64 images) holding a row with no "
-                "object; bug 3 empties the prediction table without an error; bug 4 attaches the detections to "
+                f"object (here {empty_images} of {count} images have no detection); bug 3 empties the prediction table without an error; bug 4 attaches the detections to "
                 "image ids taken by row position from a one-row-per-object table.",
                 tables=[Table(["pipeline", "AP", "AP50", "table rows", "images with rows", "lost batches", "errors"],
                               bug_rows)]),
