@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per-sample cache (SQLite) that makes runs resumable (default: runs/cache.sqlite)")
     run.add_argument("--no-cache", action="store_true", help="recompute every sample")
     run.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    run.add_argument("--strict", action="store_true",
+                     help="COCO evaluation refuses suspicious input (xyxy-looking boxes, unknown ids) instead of warning")
 
     sub.add_parser("list", help="list the registered benchmarks")
     report = sub.add_parser("report", help="re-render every markdown report from the stored JSON results")
@@ -72,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (main_rank or bench.distributed):
             continue  # a benchmark that does not shard runs on rank 0 only
         ctx = RunContext(out_dir=out, device=device, seed=args.seed, impls=list(args.impl),
-                         quick=args.quick, command=command, store=store, limit=args.limit)
+                         quick=args.quick, command=command, store=store, limit=args.limit,
+                         strict=args.strict)
         print(f"[vsbench] {bench.name}: running on {describe_device(device)}"
               f"{f' (rank {distributed.rank()} of {distributed.world_size()})' if distributed.world_size() > 1 else ''}",
               flush=True)

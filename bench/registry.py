@@ -27,6 +27,7 @@ class RunContext:
     command: str = ""
     store: Any = None  # bench.samples.SampleStore or None: per-sample cache for resumable runs
     limit: int | None = None  # evaluate only the first N samples
+    strict: bool = False  # --strict: evaluation refuses suspicious input instead of warning
 
     def samples_path(self, benchmark: str) -> Path:
         """Where a benchmark exports its per-sample outputs (reports/samples/<benchmark>.jsonl)."""

@@ -25,22 +25,67 @@ def is_undefined(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def format_cell(value: Any, floatfmt: str = ".4f") -> str:
-    """One table cell as text: n/a for None/NaN, floats with `floatfmt`, everything else via str."""
+def significant(value: float, digits: int = 3) -> str:
+    """`value` with `digits` significant digits and never in scientific notation (1234.5 -> '1235',
+    0.012345 -> '0.0123', 999.7 -> '1000')."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    if decimals and math.floor(math.log10(abs(float(text)))) > math.floor(math.log10(abs(value))):
+        text = f"{value:.{max(0, decimals - 1)}f}"  # rounding carried into a new digit: 9.996 -> '10.0'
+    return text
+
+
+KINDS = ("metric", "seconds", "ms", "ratio", "count", "percent", "rate", "diff", "text")
+
+
+def format_number(value: float, kind: str = "metric", floatfmt: str = ".4f") -> str:
+    """The one rule for numbers in reports: times in s or ms with 3 significant digits, ratios with 3
+    and an 'x', counts as integers, metrics with `floatfmt` decimals; only "diff" (a tiny difference)
+    may use scientific notation. See `Table.kinds`."""
+    if kind == "seconds" or kind == "ms":
+        seconds = value / 1000.0 if kind == "ms" else value
+        return f"{significant(seconds * 1000)} ms" if abs(seconds) < 1 else f"{significant(seconds)} s"
+    if kind == "ratio":
+        return f"{significant(value)}x"
+    if kind == "count":
+        return str(int(round(value)))
+    if kind == "percent":
+        return f"{value:.1f}%"
+    if kind == "rate":
+        return significant(value)
+    if kind == "diff":
+        return "0" if value == 0 else f"{value:.2g}"
+    if kind not in KINDS:
+        raise ValueError(f"unknown column kind {kind!r}; one of {', '.join(KINDS)}")
+    text = format(value, floatfmt)
+    return significant(value) if "e" in text.lower() and "n" not in text.lower() else text
+
+
+def format_cell(value: Any, floatfmt: str = ".4f", kind: str | None = None) -> str:
+    """One table cell as text: n/a for None/NaN, yes/no for booleans, numbers by `format_number`,
+    everything else via str."""
     if is_undefined(value):
         return NA
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return format(value, floatfmt)
+    kind = kind or "metric"
+    if isinstance(value, int) and kind in ("metric", "count", "text"):
+        return str(value)
+    if isinstance(value, (int, float)) and kind != "text":
+        return format_number(float(value), kind, floatfmt)
     return str(value)
 
 
 def render_table(table: Table) -> str:
-    rows = [[format_cell(v, table.floatfmt) for v in row] for row in table.rows]
-    for i, row in enumerate(rows):
+    kinds = table.kinds or ["metric"] * len(table.headers)
+    if len(kinds) != len(table.headers):
+        raise ValueError(f"table {table.title!r}: {len(kinds)} kinds for {len(table.headers)} columns")
+    for i, row in enumerate(table.rows):
         if len(row) != len(table.headers):
             raise ValueError(f"table {table.title!r}: row {i} has {len(row)} cells, headers have {len(table.headers)}")
+    rows = [[format_cell(v, table.floatfmt, k) for v, k in zip(row, kinds)] for row in table.rows]
     parts = []
     if table.title:
         parts.append(f"**{table.title}**\n")

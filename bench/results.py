@@ -27,13 +27,20 @@ TRACKED_PACKAGES = (
 
 @dataclass
 class Table:
-    """A table for the report: `rows` are lists aligned with `headers`; None / NaN render as n/a."""
+    """A table for the report: `rows` are lists aligned with `headers`; None / NaN render as n/a.
+
+    `kinds` (one per column, optional) says how the report writer renders a number (bench/report.py,
+    `format_number`): "metric" (fixed `floatfmt` decimals), "seconds" / "ms" (a time, shown in s or ms
+    with 3 significant digits), "ratio" (3 significant digits and "x"), "count" (an integer),
+    "percent" (one decimal and "%"), "rate" (3 significant digits, never scientific), "diff" (a small
+    difference: scientific notation allowed), "text". Columns without a kind are "metric"."""
 
     headers: list[str]
     rows: list[list[Any]]
     title: str = ""
     note: str = ""
     floatfmt: str = ".4f"
+    kinds: list[str] | None = None
 
 
 @dataclass

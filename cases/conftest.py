@@ -103,6 +103,35 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure of {sel.names[family]}"))
 
 
+def case_meaning(item) -> tuple[str, str] | None:
+    """(what the case stands for, the stage it tests) from its `pytest.mark.case(stands_for=..., stage=...)`
+    marker (on the test, else on its module); None when the case carries none."""
+    marker = item.get_closest_marker("case")
+    if marker is None:
+        return None
+    stands_for = marker.kwargs.get("stands_for") or (marker.args[0] if marker.args else "")
+    stage = marker.kwargs.get("stage") or (marker.args[1] if len(marker.args) > 1 else "")
+    return str(stands_for), str(stage)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing case says which bug or invariant it stands for and which stage it tested; both are also
+    recorded as junit properties (the `cases` benchmark lists them as "bugs found")."""
+    outcome = yield
+    report = outcome.get_result()
+    meaning = case_meaning(item)
+    if meaning is None or report.when != "call":
+        return
+    stands_for, stage = meaning
+    report.user_properties.extend([("stands_for", stands_for), ("stage", stage)])
+    if report.failed and not hasattr(report, "wasxfail"):
+        if isinstance(report.longrepr, str):
+            report.longrepr += f"\n[vsbench] stands for: {stands_for}; stage tested: {stage}"
+        elif report.longrepr is not None and hasattr(report.longrepr, "addsection"):
+            report.longrepr.addsection("vsbench case", f"stands for: {stands_for}\nstage tested: {stage}")
+
+
 @pytest.fixture(scope="module")
 def impl(request):
     family = _family_of(request.node)
