@@ -19,7 +19,7 @@ from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Section, Table
 from bench.samples import run_samples
 from bench.storage import stable_hash
-from bench.train_qformer import CHECKPOINT, CaptionSplit, TrainConfig, load_checkpoint, load_split, train
+from bench.training.qformer import CHECKPOINT, CaptionSplit, TrainConfig, load_checkpoint, load_split, train
 from reference.blip2.captioner import generate
 from reference.blip2.tokenizer import normalize
 

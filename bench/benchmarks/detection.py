@@ -19,7 +19,7 @@ from bench.implementations import PIX2SEQ, load_implementation
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
 from bench.samples import run_samples
-from bench.train_detection import configure_cli, run_cli
+from bench.training.detection import configure_cli, run_cli
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pix2seq_tiny.safetensors"
 
@@ -148,7 +148,7 @@ def draw_samples(path: Path, images: np.ndarray, gt_targets, detections, class_n
 def run(ctx: RunContext) -> BenchmarkResult:
     from bench.datasets.coco import CocoDetection
     from bench.datasets.synthetic import default_dataset
-    from bench.train_detection import DetectionData
+    from bench.training.detection import DetectionData
     from reference.pix2seq.checkpoint import load_checkpoint
 
     title = "Pix2Seq detection on the generated dataset"

@@ -19,7 +19,7 @@ from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
 from bench.samples import run_samples
 from bench.storage import file_sha256, to_jsonable
-from bench.train_multitask import configure_cli, load_split, run_cli
+from bench.training.multitask import configure_cli, load_split, run_cli
 from reference.pix2seq.model import prepare_images
 from reference.pix2seqv2.captioning import split_words
 from reference.pix2seqv2.inference import InferenceOptions, caption, detect, detected_instances, keypoint, segment
