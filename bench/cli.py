@@ -211,8 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 distributed.post_abort(f"{bench.name}: {error[0]}")
                 if staging is not None:
                     _finish(bench, ctx, None, error, staging, device, command, time.perf_counter() - start)
-                print(f"[vsbench] rank {distributed.rank()}: stopping every rank after: {error[0]}",
-                      file=sys.stderr, flush=True)
+                print(f"[vsbench] rank {distributed.rank()}: stopping every rank after: {error[0]} "
+                      f"(at unix time {time.time():.3f})", file=sys.stderr, flush=True)
                 return 1
         if staging is None:
             continue  # not rank 0: this rank's samples went to rank 0, which publishes

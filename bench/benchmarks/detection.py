@@ -153,10 +153,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
 
     title = "Pix2Seq detection on the generated dataset"
     CHECKPOINT = checkpoint_path()
-    if not CHECKPOINT.is_file():
-        return BenchmarkResult(benchmark="detection", report="detection", title=title, metrics={}, config={},
-                               seeds={"seed": ctx.seed}, ok=False,
-                               sections=[Section("Missing checkpoint", f"{CHECKPOINT} is not present.")])
+    if not CHECKPOINT.is_file():  # a failed run: kept beside, never replacing the published results
+        raise FileNotFoundError(f"checkpoint {CHECKPOINT} not found (VSBENCH_PIX2SEQ_CHECKPOINT="
+                                f"{os.environ.get('VSBENCH_PIX2SEQ_CHECKPOINT', '')!r}); unset it to score the shipped one")
     model, meta = load_checkpoint(CHECKPOINT, map_location=ctx.device)
     paths = default_dataset()
     val = CocoDetection(paths.images_dir("val"), paths.instances_json("val"))
@@ -176,8 +175,13 @@ def run(ctx: RunContext) -> BenchmarkResult:
     from reference.pix2seq.pipeline import detections_to_coco, prediction_table
 
     evaluation = evaluate_detections(gt, detections_to_coco(prediction_table(reference["ids"], reference["detections"]), gt))
-    stages = [("reference", reference)] + [
-        (label, score_stage(with_vocab(load_implementation(spec), model.vocab), batches, gt)) for label, spec in BUG_STAGES]
+    stages = [("reference", reference)]
+    for label, spec in BUG_STAGES:  # each isolated: a replica that crashes is a finding, not a lost run
+        scored = ctx.run_stage(label, lambda spec=spec: score_stage(with_vocab(load_implementation(spec), model.vocab),
+                                                                     batches, gt), required=False)
+        failure = next((f["error"] for f in ctx.stage_failures if f["stage"] == label), "")
+        stages.append((label, scored or {"AP": None, "AP50": None, "table_rows": None, "images_with_rows": None,
+                                         "lost_batches": None, "errors": [f"stage raised {failure}"]}))
     empty_images = sum(len(d["boxes"]) == 0 for d in reference["detections"])
     bug_rows = [[label, s["AP"], s["AP50"], s["table_rows"], s["images_with_rows"], s["lost_batches"],
                  ", ".join(s["errors"]) or "-"] for label, s in stages]
@@ -216,7 +220,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
                               for label, s in stages}}
     # checks: the harness's own evaluation agrees with the reference stage, and no bug raises the score
     ok = (abs(evaluation.stats["AP"] - reference["AP"]) < 1e-12
-          and all(s["AP50"] <= reference["AP50"] + 1e-12 for _, s in stages))
+          and all(s["AP50"] is None or s["AP50"] <= reference["AP50"] + 1e-12 for _, s in stages))
     metrics["goal_ap50_met"] = bool(evaluation.stats["AP50"] >= 0.8)
     return BenchmarkResult(benchmark="detection", report="detection", title=title, metrics=metrics,
                            config={"checkpoint": CHECKPOINT.name, "images": count, "model": model.cfg.to_dict(),
