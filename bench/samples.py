@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
 from bench import distributed
+from bench.progress import Progress
 from bench.storage import atomic_write_text, canonical_json, stable_hash
 
 
@@ -105,6 +106,7 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
     if counts is not None:
         counts.update(cached=len(local), computed=len(missing))
     kill_after = int(os.environ.get("VSBENCH_KILL_AFTER_BATCHES", "0"))
+    bar = Progress(total=len(missing), desc=f"{key.benchmark}: generate", unit="sample", quiet=not missing)
     for number, start in enumerate(range(0, len(missing), batch_size), 1):
         batch = missing[start:start + batch_size]
         outputs = compute(batch)
@@ -115,10 +117,12 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
         if use_store:
             store.save(key, outputs)
         local.update(outputs)
+        bar.update(len(batch))
         if progress:
             progress(len(local), len(mine))
         if kill_after and number >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
     parts = distributed.gather_to_main(local) if sharded else [local]
     if parts is None:
         return None
