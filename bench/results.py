@@ -21,7 +21,7 @@ from bench.storage import read_json, stable_hash, to_jsonable, write_json
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = (
     "torch", "numpy", "pandas", "pycocotools", "opencv-python-headless", "scikit-image",
-    "transformers", "sacrebleu", "faster-coco-eval", "hypothesis", "tabulate",
+    "transformers", "pycocoevalcap", "faster-coco-eval", "hypothesis", "tabulate",
 )
 
 

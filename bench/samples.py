@@ -31,6 +31,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from bench import distributed
 from bench.fingerprint import code_fingerprint
+from bench.progress import Progress
 from bench.storage import atomic_write_text, canonical_json, stable_hash
 
 EXPORT_DECIMALS = 4
@@ -153,6 +154,7 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
         counts.update(cached=len(local), computed=len(missing))
     kill_after = int(os.environ.get("VSBENCH_KILL_AFTER_BATCHES", "0"))
     fail_rank = os.environ.get("VSBENCH_FAIL_RANK", "")
+    bar = Progress(total=len(missing), desc=f"{key.benchmark}: generate", unit="sample", quiet=not missing)
     for number, start in enumerate(range(0, len(missing), batch_size), 1):
         batch = missing[start:start + batch_size]
         if fail_rank and int(fail_rank) == distributed.rank():
@@ -165,10 +167,12 @@ def evaluate_samples(sample_ids: Sequence[Hashable], compute: Callable[[list], d
         if use_store:
             store.save(key, outputs)
         local.update(outputs)
+        bar.update(len(batch))
         if progress:
             progress(len(local), len(mine))
         if kill_after and number >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
     parts = distributed.gather_to_main(local) if sharded else [local]
     if parts is None:
         return None

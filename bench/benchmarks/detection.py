@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.figures import detection_samples
 from bench.implementations import PIX2SEQ, load_implementation
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
@@ -116,33 +117,6 @@ def score_stage(impl, batches, gt) -> dict:
             "lost_batches": lost, "errors": sorted(errors), "detections": detections, "ids": ids}
 
 
-def draw_samples(path: Path, images: np.ndarray, gt_targets, detections, class_names, count: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 4
-    rows = (count + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows))
-    for ax, image, target, det in zip(axes.flat, images, gt_targets, detections):
-        ax.imshow(image)
-        for x0, y0, x1, y1 in target["boxes"]:
-            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=2, ls="--"))
-        for (x0, y0, x1, y1), label, score in zip(det["boxes"], det["labels"], det["scores"]):
-            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.2))
-            ax.text(x0, y0 - 1, f"{class_names[label]} {score:.2f}", color="white", fontsize=6,
-                    bbox=dict(facecolor="red", alpha=0.7, pad=0.5, lw=0))
-        ax.set_title(f"image {target['image_id']}", fontsize=8)
-        ax.axis("off")
-    for ax in list(axes.flat)[count:]:
-        ax.axis("off")
-    fig.suptitle("ground truth (green, dashed) vs predictions (red, class and score)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @register_benchmark("detection", description="Pix2Seq tiny checkpoint on the generated val split + bug impact",
                     report="detection", order=0, report_title="Detection", distributed=True)
 def run(ctx: RunContext) -> BenchmarkResult:
@@ -187,8 +161,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
                  ", ".join(s["errors"]) or "-"] for label, s in stages]
 
     figure = ctx.figures_dir / "detection_samples.png"
-    draw_samples(figure, images[:8], [val.target(i) for i in val.image_ids[:8]], reference["detections"][:8],
-                 val.class_names)
+    detection_samples(figure, images[:8], [val.target(i) for i in val.image_ids[:8]], reference["detections"][:8],
+                      val.class_names)
     fingerprint_note = ("" if meta.get("dataset_fingerprint") == paths.fingerprint else
                         f" Note: the checkpoint was trained on dataset fingerprint {meta.get('dataset_fingerprint')}, "
                         f"this run's dataset is {paths.fingerprint}.")
@@ -213,7 +187,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
                 tables=[Table(["pipeline", "AP", "AP50", "table rows", "images with rows", "lost batches", "errors"],
                               bug_rows)]),
         Section("Sample predictions", figures=[Figure(f"figures/{figure.name}", "generated val images: ground "
-                                                      "truth (green, dashed) and predictions (red)")]),
+                                                      "truth (left: outline, class) beside predictions (right: box, "
+                                                      "class, score)")]),
     ]
     metrics = {"stats": evaluation.stats, "per_class_ap": evaluation.per_class_ap, "num_detections": num_boxes,
                "bug_impact": {label: {k: v for k, v in s.items() if k not in ("detections", "ids")}

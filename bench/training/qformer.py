@@ -70,6 +70,7 @@ class CaptionSplit:
     image_ids: list[int]
     features: torch.Tensor
     captions: dict[int, list[str]]
+    dataset_fingerprint: str = ""  # content hash of the dataset files the split was read from
 
 
 def load_split(paths: DatasetPaths, split: str, encoder: FrozenPatchEncoder, limit: int | None = None,
@@ -89,7 +90,8 @@ def load_split(paths: DatasetPaths, split: str, encoder: FrozenPatchEncoder, lim
     missing = [i for i in ids if not captions.get(i)]
     if missing:
         raise ValueError(f"{paths.captions_json(split)}: images without captions: {missing[:5]}")
-    return CaptionSplit(ids, torch.cat(feats) if feats else torch.zeros(0), {i: captions[i] for i in ids})
+    return CaptionSplit(ids, torch.cat(feats) if feats else torch.zeros(0), {i: captions[i] for i in ids},
+                        getattr(paths, "fingerprint", ""))
 
 
 def build_model(cfg: TrainConfig, tokenizer: WordTokenizer) -> Blip2Stage1:
