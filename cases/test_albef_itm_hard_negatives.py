@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.albef]
 def test_a_row_without_negatives_gives_minus_one(api, ids):
     ids = torch.tensor(ids)
     sim = torch.randn(len(ids), len(ids), generator=torch.Generator().manual_seed(len(ids)))
-    check(sim, ids, *api.sample_hard_negatives(sim, ids, generator=torch.Generator().manual_seed(0)))
+    check(sim, ids, *api.itm_negatives(sim, ids, generator=torch.Generator().manual_seed(0)))
 
 
 @pytest.mark.case(stands_for="multinomial on NaN / inf similarity rows (ALBEF #107)",
@@ -36,7 +36,7 @@ def test_nan_and_inf_similarities_never_crash(api, B, seed, value):
     sim[seed % B, (seed // B) % B] = value
     sim[(seed + 1) % B] = math.nan
     ids = torch.arange(B)
-    check(sim, ids, *api.sample_hard_negatives(sim, ids, generator=torch.Generator().manual_seed(seed)))
+    check(sim, ids, *api.itm_negatives(sim, ids, generator=torch.Generator().manual_seed(seed)))
 
 
 @pytest.mark.case(stands_for="a second caption of the same image drawn as an ITM negative (ALBEF #126)",
@@ -44,4 +44,4 @@ def test_nan_and_inf_similarities_never_crash(api, B, seed, value):
 @given(data=batch(special=False), seed=st.integers(0, 999))
 def test_captions_of_the_same_image_are_never_drawn(api, data, seed):
     sim, ids = data
-    check(sim, ids, *api.sample_hard_negatives(sim.float(), ids, generator=torch.Generator().manual_seed(seed)))
+    check(sim, ids, *api.itm_negatives(sim.float(), ids, generator=torch.Generator().manual_seed(seed)))

@@ -52,10 +52,10 @@ def test_the_nucleus_is_the_smallest_set_reaching_top_p(api, data, V, top_p):
 @given(seed=st.integers(0, 99), min_length=st.integers(0, 3), extra=st.integers(0, 4))
 def test_generation_respects_the_length_limits(api, seed, min_length, extra):
     torch.manual_seed(seed)
-    model = api.build(TINY_CONFIG)
+    model = api.build_blip(TINY_CONFIG)
     feats, _, _ = random_batch(3, 4, seed=seed)
     max_length = min_length + extra + 1
-    out = torch.as_tensor(api.generate(model, feats, max_length, min_length, 0.9,
+    out = torch.as_tensor(api.generate_captions(model, feats, max_length, min_length, 0.9,
                                        generator=torch.Generator().manual_seed(seed)))
     assert out.dim() == 2 and out.shape[0] == 3 and 1 <= out.shape[1] <= max_length
     for row in out.tolist():

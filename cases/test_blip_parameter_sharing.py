@@ -43,13 +43,13 @@ def parts(api, model):
 
 def test_decoder_shares_every_parameter_but_self_attention(api):
     torch.manual_seed(0)
-    problems = sharing_problems(*parts(api, api.build(TINY_CONFIG)))
+    problems = sharing_problems(*parts(api, api.build_blip(TINY_CONFIG)))
     assert not problems, "; ".join(problems)
 
 
 def test_a_decoder_step_moves_the_shared_encoder_weights(api):
     torch.manual_seed(0)
-    model = api.build(TINY_CONFIG)
+    model = api.build_blip(TINY_CONFIG)
     encoder_params, _, encoder_sa, _ = parts(api, model)
     sa_ids = {id(p) for p in encoder_sa}
     before = [p.detach().clone() for p in encoder_params]

@@ -13,4 +13,4 @@ pytestmark = [pytest.mark.blip,
 
 
 def test_a_training_step_runs_without_a_process_group(api):
-    single_process_step(api, "losses", TINY_CONFIG, ("itc", "itm", "lm"))
+    single_process_step(api, "build_blip", "blip_losses", TINY_CONFIG, ("itc", "itm", "lm"))

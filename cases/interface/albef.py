@@ -7,7 +7,7 @@ Conventions (shared by every part):
 - image_ids (B,) long: pairs with equal ids share an image (their captions are positives of each other, in the batch
   and in the queue). Text b belongs to image b.
 - Token ids follow TOKENS below; input_ids (B, T) are [CLS] words [SEP] [PAD]..., attention_mask (B, T) 1 = token.
-- `build(config)` takes TINY_CONFIG's keys and returns a model with random weights (seeded by the caller's
+- `build_albef(config)` takes TINY_CONFIG's keys and returns a model with random weights (seeded by the caller's
   torch.manual_seed), in eval mode (no dropout), on the CPU; patch_feats (B, N, patch_width) are frozen patch
   features the model's trainable image encoder reads.
 """
@@ -23,19 +23,22 @@ FAMILY = Family(
         "ema_update": "ema_update(online, momentum, m) -> None: in place, every p_m <- m * p_m + (1 - m) * p",
         "make_queue": "make_queue(size, embed_dim) -> queue with .enqueue(image_feats (B,E), text_feats (B,E), "
                       "image_ids (B,)) and .contents() -> (image (n,E), text (n,E), ids (n,)), the keys held",
-        "itc_loss": "itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, queue_image, queue_text, queue_ids, "
+        "itc_queue_loss": "itc_queue_loss(image_feat, text_feat, image_feat_m, text_feat_m, queue_image, queue_text, queue_ids, "
                     "image_ids, temp, alpha) -> scalar: ITC over [batch ; queue] columns, soft targets mixed by alpha",
-        "sample_hard_negatives": "sample_hard_negatives(sim_i2t (B,B), image_ids (B,), generator=None) -> (negative "
+        "itm_negatives": "itm_negatives(sim_i2t (B,B), image_ids (B,), generator=None) -> (negative "
                                  "text per image, negative image per text) long, -1 where no negative exists",
         "mask_tokens": "mask_tokens(input_ids, attention_mask, tokens: dict, generator=None) -> (masked ids, labels) "
                        "(B, T): 15% of the words selected, 80/10/10, labels -100 where not selected",
         "mlm_loss": "mlm_loss(logits (B,T,V), labels (B,T), soft_targets (B,T,V) or None, alpha) -> scalar",
-        "gather_features": "gather_features(x (B,...)) -> (W*B,...) across processes; x itself without a process group",
-        "build": "build(config: dict) -> ALBEF model (random weights, eval mode, CPU)",
-        "train_losses": "train_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None) "
+        "gather_keys": "gather_keys(x (B,...)) -> (W*B,...) across processes; x itself without a process group",
+        "build_albef": "build_albef(config: dict) -> ALBEF model (random weights, eval mode, CPU)",
+        "albef_losses": "albef_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None) "
                         "-> dict of scalar 'itc', 'itm', 'mlm' (one training step: momentum update and enqueue)",
     },
 )
+
+# Part names are unique across families (one object may implement several): ALBEF's sampler and gather have the
+# qformer family's contracts under their own names.
 
 # Token ids of the cases: the qformer family's ([PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [DEC] 4, words from 5) with
 # [MASK] appended at the end of the vocabulary, as BLIP appends its extra special tokens.
@@ -65,15 +68,16 @@ def unit_rows(n: int, dim: int, seed: int):
     return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def single_process_step(api, losses_part: str, config: dict, keys: tuple[str, ...]) -> None:
+def single_process_step(api, build_part: str, losses_part: str, config: dict, keys: tuple[str, ...]) -> None:
     """Build a tiny model, run one training step on a batch holding two captions of one image, without any process
     group, and check that each named loss is finite."""
     import torch
 
+    step = getattr(api, losses_part)
     torch.manual_seed(0)
-    model = api.build(config)
+    model = getattr(api, build_part)(config)
     feats, ids, mask = random_batch(3, 8, patch_width=config["patch_width"])
-    out = getattr(api, losses_part)(model, feats, ids, mask, image_ids=torch.tensor([0, 0, 1]),
+    out = step(model, feats, ids, mask, image_ids=torch.tensor([0, 0, 1]),
                                     generator=torch.Generator().manual_seed(0))
     for key in keys:
         assert torch.isfinite(torch.as_tensor(out[key])), f"{key} loss is {float(out[key])}"

@@ -3,7 +3,7 @@ the captioner's nucleus sampling and the CapFilt filter. (BLIP's ITC with the mo
 negatives are ALBEF's: family `albef`.)
 
 Conventions (shared by every part):
-- `build(config)` takes TINY_CONFIG's keys and returns a model with random weights (seeded by the caller's
+- `build_blip(config)` takes TINY_CONFIG's keys and returns a model with random weights (seeded by the caller's
   torch.manual_seed), in eval mode (no dropout), on the CPU; patch_feats (B, N, patch_width) are frozen patch features
   its trainable image encoder reads.
 - input_ids (B, T) are [CLS] words [SEP] [PAD]..., attention_mask (B, T) 1 = token; token ids follow TOKENS.
@@ -17,7 +17,7 @@ FAMILY = Family(
     name="blip",
     reference_spec="reference.blip.api:REFERENCE",
     parts={
-        "build": "build(config: dict) -> BLIP model (random weights, eval mode, CPU)",
+        "build_blip": "build_blip(config: dict) -> BLIP model (random weights, eval mode, CPU)",
         "text_encoder": "text_encoder(model) -> nn.Module: the unimodal / image-grounded text encoder",
         "text_decoder": "text_decoder(model) -> nn.Module: the image-grounded text decoder, without its LM head",
         "self_attention_parameters": "self_attention_parameters(model, module) -> list of the self-attention "
@@ -27,11 +27,11 @@ FAMILY = Family(
         "decoder_inputs": "decoder_inputs(input_ids, attention_mask, dec_token_id) -> (ids with [DEC] first, labels "
                           "with -100 at padding)",
         "top_p_filter": "top_p_filter(logits (B,V), top_p) -> logits with -inf outside each row's nucleus",
-        "generate": "generate(model, patch_feats, max_length, min_length, top_p, generator=None) -> (B, L) ids after "
+        "generate_captions": "generate_captions(model, patch_feats, max_length, min_length, top_p, generator=None) -> (B, L) ids after "
                     "[DEC], [SEP] included when produced, then [PAD]",
         "filter_keep": "filter_keep(itm_logits (N,2), threshold) -> (N,) bool: keep iff P(match) >= threshold",
         "bootstrap": "bootstrap(web, synthetic, keep_web, keep_synthetic) -> list of the kept (image_id, text) pairs",
-        "losses": "losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None) -> dict of "
+        "blip_losses": "blip_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None) -> dict of "
                   "scalar 'itc', 'itm', 'lm' (one training step)",
     },
 )

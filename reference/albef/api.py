@@ -51,10 +51,10 @@ class AlbefReference:
 
     momentum_copy = staticmethod(momentum.momentum_copy)
     ema_update = staticmethod(momentum.ema_update_)
-    itc_loss = staticmethod(contrastive.itc_queue_loss)
-    sample_hard_negatives = staticmethod(sampler.sample_hard_negatives)
+    itc_queue_loss = staticmethod(contrastive.itc_queue_loss)
+    itm_negatives = staticmethod(sampler.sample_hard_negatives)
     mlm_loss = staticmethod(mlm.mlm_loss)
-    gather_features = staticmethod(losses.gather_features)
+    gather_keys = staticmethod(losses.gather_features)
 
     @staticmethod
     def make_queue(size: int, embed_dim: int) -> FeatureQueue:
@@ -67,11 +67,11 @@ class AlbefReference:
                                config, generator)
 
     @staticmethod
-    def build(config: Mapping[str, Any]) -> Albef:
+    def build_albef(config: Mapping[str, Any]) -> Albef:
         return Albef(albef_config(config)).eval()
 
     @staticmethod
-    def train_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None):
+    def albef_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None):
         return model(patch_feats, input_ids, attention_mask, image_ids=image_ids, generator=generator,
                      update_state=True)
 

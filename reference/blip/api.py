@@ -28,7 +28,7 @@ class BlipReference:
     top_p_filter = staticmethod(generation.top_p_filter)
 
     @staticmethod
-    def build(config: Mapping[str, Any]) -> Blip:
+    def build_blip(config: Mapping[str, Any]) -> Blip:
         return Blip(blip_config(config)).eval()
 
     @staticmethod
@@ -48,7 +48,7 @@ class BlipReference:
         return model.lm_loss(model.image_pass(patch_feats)[0], input_ids, attention_mask)
 
     @staticmethod
-    def generate(model, patch_feats, max_length=20, min_length=1, top_p=0.9, generator=None):
+    def generate_captions(model, patch_feats, max_length=20, min_length=1, top_p=0.9, generator=None):
         return generation.generate(model, patch_feats, max_length, min_length, top_p, sample=True, generator=generator)
 
     @staticmethod
@@ -62,7 +62,7 @@ class BlipReference:
         return [(c.image_id, c.text) for c in kept]
 
     @staticmethod
-    def losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None):
+    def blip_losses(model, patch_feats, input_ids, attention_mask, image_ids=None, generator=None):
         return model(patch_feats, input_ids, attention_mask, image_ids=image_ids, generator=generator)
 
 
