@@ -60,6 +60,10 @@ class TrainConfig:
     embed_dim: int = 64
     init_std: float = 0.02  # normal init std of every weight (BERT's 0.02 suits width 768)
     dropout: float = 0.1  # hidden dropout (attention dropout is 0: on CPU it costs more than it helps here)
+    itm_hard: float = 1.0  # share of ITM negatives drawn from the ITC similarities (0: uniformly random)
+    itm_hard_warmup: int = 0  # steps over which that share moves linearly from itm_hard_start to itm_hard
+    itm_hard_start: float = 0.0  # the share at step 0 when itm_hard_warmup > 0
+    init: str = ""  # start from the model weights of this checkpoint (same configs); "" = random init
     encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
 
 
@@ -110,6 +114,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
 
 
+def hard_share(step: int, cfg: TrainConfig) -> float:
+    """Share of hard ITM negatives at `step`: itm_hard_start -> itm_hard over itm_hard_warmup steps, then itm_hard."""
+    if step >= cfg.itm_hard_warmup:
+        return cfg.itm_hard
+    return cfg.itm_hard_start + (cfg.itm_hard - cfg.itm_hard_start) * step / cfg.itm_hard_warmup
+
+
 def no_decay(name: str, param: torch.Tensor) -> bool:
     """Vectors and the learnt query tokens are not weight-decayed."""
     return param.dim() <= 1 or "query_tokens" in name
@@ -125,6 +136,11 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
     split = load_split(paths, "train", encoder)
     tokenizer = WordTokenizer.from_texts(c for caps in split.captions.values() for c in caps)
     model = build_model(cfg, tokenizer).train()
+    if cfg.init:
+        start, _, start_tokenizer, _ = load_checkpoint(Path(cfg.init))
+        if start_tokenizer != tokenizer or asdict(start.config) != asdict(model.config):
+            raise ValueError(f"init={cfg.init!r}: its vocabulary or model config differs from this run's")
+        model.load_state_dict(start.state_dict())
     optim = adamw(model, cfg.lr, cfg.weight_decay, no_decay=no_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(split.image_ids)
@@ -135,7 +151,8 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
                                                      len(split.captions[split.image_ids[r]])] for r in rows.tolist()]
         ids, mask = tokenizer.encode(texts, cfg.max_text_len)
         image_ids = torch.tensor([split.image_ids[r] for r in rows.tolist()])
-        return model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen)
+        return model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen,
+                     hard_negatives=hard_share(step, cfg))
 
     done = run_steps(model, optim, step_loss, 0, cfg.steps, lambda s: lr_at(s, cfg), grad_clip=1.0,
                      log_every=log_every, desc="train-qformer", quiet=not log_every)

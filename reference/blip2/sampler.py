@@ -29,11 +29,19 @@ def negative_weights(sim: torch.Tensor, positives: torch.Tensor) -> torch.Tensor
     return torch.where(usable, weights, negatives.float())
 
 
-def sample_negatives(sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
-    """One negative column per row (R,) long, drawn with probability softmax(sim) over the negatives; -1
-    for a row that has no negative at all (every column is a positive of it)."""
+def sample_negatives(sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator | None = None,
+                     hard: float = 1.0) -> torch.Tensor:
+    """One negative column per row (R,) long, drawn with probability softmax(sim) over the negatives (hard = 1,
+    the paper), uniformly over them (hard = 0: random negatives), or from the mixture
+    hard * softmax + (1 - hard) * uniform in between; -1 for a row that has no negative at all (every
+    column is a positive of it)."""
+    if not 0.0 <= hard <= 1.0:
+        raise ValueError(f"hard={hard!r}: the share of hard negatives must lie in [0, 1]")
     weights = negative_weights(sim, positives)
+    if hard < 1.0:
+        uniform = (~positives.bool()).float()
+        uniform = uniform / uniform.sum(dim=1, keepdim=True).clamp_min(1.0)
+        weights = hard * weights + (1.0 - hard) * uniform
     has_negative = weights.sum(dim=1) > 0
     out = torch.full((sim.shape[0],), -1, dtype=torch.long, device=sim.device)
     if has_negative.any():

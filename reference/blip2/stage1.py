@@ -129,9 +129,12 @@ class Blip2Stage1(nn.Module):
 
     # -- stage-1 training forward ------------------------------------------------------------------
     def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                image_ids: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+                image_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                hard_negatives: float = 1.0) -> dict:
         """image_embeds (B, N, D_img); input_ids / attention_mask (B, T) as [CLS] text [SEP] pad...; image_ids
-        (B,) make captions of one image positives of each other. Returns {"itc", "itm", "itg", "loss"}."""
+        (B,) make captions of one image positives of each other; hard_negatives: share of the ITM negatives
+        drawn from the ITC similarities (1, the paper) rather than uniformly (0: random negatives; see
+        sampler.sample_negatives). Returns {"itc", "itm", "itg", "loss"}."""
         B = image_embeds.shape[0]
         cfg = self.config
         if image_ids is None:
@@ -149,8 +152,8 @@ class Blip2Stage1(nn.Module):
             sim_i2t = itc_similarity(image_feats, gather_features(text_feats)) / temp  # (B, W*B)
             sim_t2i = itc_similarity(gather_features(image_feats), text_feats).t() / temp  # (B, W*B)
             positives = image_ids[:, None] == all_ids[None, :]
-            neg_text = sample_negatives(sim_i2t, positives, generator)  # (B,) for each image
-            neg_image = sample_negatives(sim_t2i, positives, generator)  # (B,) for each text
+            neg_text = sample_negatives(sim_i2t, positives, generator, hard_negatives)  # (B,) for each image
+            neg_image = sample_negatives(sim_t2i, positives, generator, hard_negatives)  # (B,) for each text
         all_embeds = gather_features(image_embeds)
         all_text, all_mask = gather_features(input_ids), gather_features(attention_mask)
         ti, ii = (neg_text >= 0).nonzero().squeeze(1), (neg_image >= 0).nonzero().squeeze(1)
