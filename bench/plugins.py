@@ -21,14 +21,25 @@ def repo_root() -> Path | None:
     return None
 
 
+def user_paths() -> list[str]:
+    """Folders searched for an --impl module besides sys.path: VSBENCH_IMPL_PATH (os.pathsep-separated;
+    `tox -e cases` sets it to the folder tox was started from) and the current folder."""
+    extra = [p for p in os.environ.get("VSBENCH_IMPL_PATH", "").split(os.pathsep) if p]
+    return extra + [os.getcwd()]
+
+
 def load_object(spec: str):
-    """Import `package.module:object.attr` and return the object."""
+    """Import `package.module:object.attr` and return the object. The module may live in the current
+    folder or a folder of VSBENCH_IMPL_PATH (a user's own file next to where they run the suite)."""
     if ":" not in spec:
         raise ImplementationError(f"--impl {spec!r}: expected MODULE:OBJECT, e.g. mypkg.pix2seq:PIPELINE")
     module_name, _, attr_path = spec.partition(":")
     root = repo_root()
     if module_name.split(".")[0] == "cases" and root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    for folder in reversed(user_paths()):
+        if folder not in sys.path and Path(folder).is_dir():
+            sys.path.insert(0 if folder != os.getcwd() else len(sys.path), folder)
     try:
         obj = importlib.import_module(module_name)
     except Exception as err:  # any import failure, not only ModuleNotFoundError

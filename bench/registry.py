@@ -28,16 +28,39 @@ class RunContext:
     store: Any = None  # bench.samples.SampleStore or None: per-sample cache for resumable runs
     limit: int | None = None  # evaluate only the first N samples
     strict: bool = False  # --strict: evaluation refuses suspicious input instead of warning
+    staging: Path | None = None  # where this run's files go until published (bench/publish.py); None: out_dir
+    stage_failures: list[dict[str, str]] = field(default_factory=list)  # filled by run_stage
+    sample_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # export -> cached / computed
+
+    @property
+    def write_dir(self) -> Path:
+        return self.staging if self.staging is not None else self.out_dir
 
     def samples_path(self, benchmark: str) -> Path:
-        """Where a benchmark exports its per-sample outputs (reports/samples/<benchmark>.jsonl)."""
-        return self.out_dir / "samples" / f"{benchmark}.jsonl"
+        """Where a benchmark exports its per-sample outputs (<reports>/samples/<benchmark>.jsonl once published)."""
+        return self.write_dir / "samples" / f"{benchmark}.jsonl"
 
     @property
     def figures_dir(self) -> Path:
-        path = self.out_dir / "figures"
+        """Where a benchmark saves its figures (<reports>/figures/ once published; reports cite figures/NAME)."""
+        path = self.write_dir / "figures"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def run_stage(self, name: str, fn: Callable[..., Any], *args: Any, required: bool = True, **kwargs: Any) -> Any:
+        """Run one stage of a benchmark, isolated: its exception is recorded (stage, error, traceback
+        tail) instead of losing what the other stages computed, and None is returned. The harness adds
+        the failures to the result; a failed `required` stage makes the run a failed one (kept beside
+        the published results), an optional one is reported as data (e.g. a known-bad replica that crashes)."""
+        import traceback
+
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # the point: keep going
+            self.stage_failures.append({"stage": name, "error": f"{type(err).__name__}: {err}", "required": required,
+                                        "traceback": "".join(traceback.format_exc().splitlines(True)[-12:])})
+            print(f"[vsbench] stage {name!r} failed: {type(err).__name__}: {err}", flush=True)
+            return None
 
 
 @dataclass(frozen=True)

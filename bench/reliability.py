@@ -162,17 +162,24 @@ BAD_INPUTS: list[BadInput] = [
 ]
 
 
+from bench.reliability_harness import entries as _harness_entries  # noqa: E402
+
+BAD_INPUTS += _harness_entries(BadInput)
+
+
 def check(entry: BadInput, scratch: Path) -> Outcome:
-    """Run one entry in its own scratch folder and judge what was seen against what was expected."""
+    """Run one entry in its own scratch folder and judge what was seen against what was expected.
+    The scratch folder's path is replaced by `<scratch>` in what was seen (reports hold no temp paths)."""
     folder = scratch / entry.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
         result = entry.run(folder)
     except Exception as err:  # the point: record whatever came out
-        seen = f"{type(err).__name__}: {err}"
+        seen = f"{type(err).__name__}: {err}".replace(str(folder), "<scratch>")
         ok = entry.error is not None and isinstance(err, entry.error) and re.search(entry.pattern, str(err)) is not None
         return Outcome(entry, seen, ok)
-    seen = f"no error; result {result!r:.80}"
-    ok = entry.error is None and re.search(entry.pattern, repr(result)) is not None
+    text = result if isinstance(result, str) else repr(result)
+    seen = f"no error; {text}".replace(str(folder), "<scratch>")
+    ok = entry.error is None and re.search(entry.pattern, text) is not None
     return Outcome(entry, seen, ok)

@@ -21,7 +21,7 @@ from bench.storage import read_json, stable_hash, to_jsonable, write_json
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = (
     "torch", "numpy", "pandas", "pycocotools", "opencv-python-headless", "scikit-image",
-    "transformers", "sacrebleu", "faster-coco-eval", "hypothesis", "tabulate",
+    "transformers", "pycocoevalcap", "faster-coco-eval", "hypothesis", "tabulate",
 )
 
 
@@ -86,6 +86,8 @@ class BenchmarkResult:
     config_hash: str = ""
     ok: bool = True  # False: the benchmark ran but its checks did not hold; `vsbench run` exits non-zero
     problems: list[str] = field(default_factory=list)  # which checks did not hold (printed when ok is False)
+    artifacts: dict[str, str] = field(default_factory=dict)  # files of this run under the reports folder -> sha256
+    sample_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # export -> {"cached": n, "computed": m}
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -97,6 +99,19 @@ class BenchmarkResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BenchmarkResult":
+        """The inverse of to_dict; ValueError naming unknown or missing fields (a results file of another
+        schema or edited by hand)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a results file holds a JSON object, not a {type(data).__name__}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        missing = sorted(f for f in ("benchmark", "report", "title", "metrics", "config", "seeds", "sections")
+                         if f not in data)
+        if unknown or missing:
+            raise ValueError("not a vsbench results file of schema "
+                             f"{SCHEMA_VERSION}: " + "; ".join(p for p in (
+                                 f"unknown fields {unknown}" if unknown else "",
+                                 f"missing fields {missing}" if missing else "") if p))
         data = dict(data)
         data["sections"] = [
             Section(
@@ -159,9 +174,22 @@ def save_result(result: BenchmarkResult, out_dir: str | os.PathLike) -> Path:
     return write_json(results_dir(out_dir) / f"{result.benchmark}.json", result.to_dict())
 
 
-def load_results(out_dir: str | os.PathLike) -> list[BenchmarkResult]:
-    """Every stored result under out_dir/results, sorted by benchmark name."""
+def load_results(out_dir: str | os.PathLike, skipped: list[str] | None = None) -> list[BenchmarkResult]:
+    """Every stored result under out_dir/results, sorted by benchmark name. A file that cannot be read
+    (malformed JSON, another schema) is left out with a warning naming it, so one bad file never stops
+    the other reports; `skipped`, when given, receives those messages."""
+    import sys
+
     folder = results_dir(out_dir)
     if not folder.is_dir():
         return []
-    return [BenchmarkResult.from_dict(read_json(p)) for p in sorted(folder.glob("*.json"))]
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(BenchmarkResult.from_dict(read_json(path)))
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            message = f"{path}: skipped, not a readable results file ({err})"
+            print(f"[vsbench] warning: {message}", file=sys.stderr, flush=True)
+            if skipped is not None:
+                skipped.append(message)
+    return found

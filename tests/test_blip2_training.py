@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.datasets.synthetic import SyntheticConfig, generate_dataset
-from bench.train_qformer import CHECKPOINT, TrainConfig, load_checkpoint, load_split, lr_at, train
+from bench.training.qformer import CHECKPOINT, TrainConfig, load_checkpoint, load_split, lr_at, train
 from reference.blip2.captioner import generate
 from reference.blip2.image_encoder import PatchEncoderConfig
 

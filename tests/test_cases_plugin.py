@@ -1,11 +1,11 @@
 """The pluggable case suite: --impl selection, missing parts, families, strict expected failures,
-and the cases benchmark's junit parsing. Runs pytest in a subprocess on small case selections."""
+and the cases benchmark's outcome log, suite timeout and bugs-found list. Runs pytest in a subprocess on small case selections."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.benchmarks.cases import parse_junit, registered_implementations, run_suite
+from bench.benchmarks.cases import bugs_found, read_case_log, registered_implementations, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,17 +68,36 @@ def test_suite_run_reports_outcomes_per_case():
     assert run.outcomes["test_bug1_object_cap_vs_sequence_length.py::test_collate_accepts_any_object_count"] == "passed"
 
 
-def test_parse_junit_outcomes(tmp_path):
-    xml = tmp_path / "j.xml"
-    xml.write_text('<testsuites><testsuite>'
-                   '<testcase classname="cases.test_a" name="test_ok"/>'
-                   '<testcase classname="cases.test_a" name="test_x"><skipped type="pytest.xfail" message="m"/></testcase>'
-                   '<testcase classname="cases.test_a" name="test_f"><failure message="boom"/></testcase>'
-                   '<testcase classname="cases.test_a" name="test_xp"><failure message="[XPASS(strict)] k"/></testcase>'
-                   '<testcase classname="cases.test_a" name="test_p"><properties><property name="mAP" value="0.5"/>'
-                   '</properties></testcase>'
-                   '</testsuite></testsuites>')
-    outcomes, props = parse_junit(xml)
+def test_case_log_outcomes_survive_a_cut_last_line(tmp_path):
+    import json
+
+    log = tmp_path / "cases.jsonl"
+    records = [("test_a.py::test_ok", "call", "passed", {}), ("test_a.py::test_x", "call", "xfailed",
+               {"stands_for": "bug 2", "stage": "postprocess"}), ("test_a.py::test_f", "setup", "failed", {}),
+               ("test_a.py::test_xp", "call", "xpassed", {})]
+    log.write_text("".join(json.dumps({"case": c, "when": w, "outcome": o, "properties": p, "message": "m"}) + "\n"
+                           for c, w, o, p in records) + '{"case": "test_a.py::test_cut", "wh')
+    outcomes, props, messages = read_case_log(log)
     assert outcomes == {"test_a.py::test_ok": "passed", "test_a.py::test_x": "xfailed", "test_a.py::test_f": "failed",
-                        "test_a.py::test_xp": "xpassed", "test_a.py::test_p": "passed"}
-    assert props == {"test_a.py::test_p": {"mAP": "0.5"}}
+                        "test_a.py::test_xp": "xpassed"}
+    assert props == {"test_a.py::test_x": {"stands_for": "bug 2", "stage": "postprocess"}}
+
+
+def test_a_suite_past_its_time_limit_keeps_the_cases_that_finished(tmp_path, monkeypatch):
+    (tmp_path / "slow_impl.py").write_text(
+        "import time\nfrom bench.implementations import Pix2SeqReference\n"
+        "class Slow(Pix2SeqReference):\n    name = 'slow'\n"
+        "    def decode(self, tokens):\n        time.sleep(3600)\nSLOW = Slow()\n")
+    monkeypatch.setenv("VSBENCH_IMPL_PATH", str(tmp_path))
+    monkeypatch.setenv("VSBENCH_SUITE_TIMEOUT", "25")
+    monkeypatch.setenv("VSBENCH_CASE_TIMEOUT", "0")  # only the suite limit applies
+    monkeypatch.setenv("VSBENCH_CASES_ARGS", "cases/test_bug1_object_cap_vs_sequence_length.py cases/test_invariants_tokenizer.py")
+    run = run_suite(ROOT, "slow", "slow_impl:SLOW", [])
+    assert run.timed_out and 20 < run.seconds < 120
+    assert run.outcomes.get("test_bug1_object_cap_vs_sequence_length.py::test_collate_accepts_any_object_count") == "passed"
+
+
+def test_bugs_found_lists_each_failing_case_with_what_it_stands_for():
+    run = run_suite(ROOT, "port-bug2", "cases.known_bad.port:PORT_BUG2", [])
+    lines = bugs_found(run)
+    assert any(line.startswith("`bug2_empty_detection.py::test_bos_eos_row_is_an_empty_detection`") for line in lines)

@@ -37,3 +37,44 @@ def test_torchrun_equals_one_process(tmp_path, random_checkpoint, nproc, limit, 
     result = distributed_run(tmp_path, nproc, limit=limit, env=random_checkpoint if weights == "random" else {})
     assert result["single_exit"] == 0 and result["torchrun_exit"] == 0, result["log_tail"]
     assert result["metrics_equal"] and result["samples_match"]
+
+
+def test_a_failing_rank_stops_every_rank_within_seconds(tmp_path, random_checkpoint):
+    from bench.faults import failing_rank_run
+
+    result = failing_rank_run(tmp_path, env=random_checkpoint)
+    assert result["exit"] != 0 and result["names_failing_rank"], result["log_tail"]
+    assert result["seconds_after_failure"] is not None and result["seconds_after_failure"] < 30
+    assert not result["published"]
+
+
+def test_a_code_change_invalidates_the_cache(tmp_path, random_checkpoint):
+    from bench.faults import code_change_run
+
+    result = code_change_run(tmp_path, env=random_checkpoint)
+    assert result["ok"], result["runs"]
+
+
+def test_a_run_killed_while_publishing_is_rolled_forward(tmp_path, random_checkpoint):
+    from bench.faults import kill_during_publish_run
+
+    result = kill_during_publish_run(tmp_path, env=random_checkpoint)
+    assert result["killed_exit"] == -9 and result["staged_after_kill"] == 1
+    assert result["rolled_forward"] and result["artifact_problems"] == [] and not result["staging_left"]
+
+
+def test_a_crashing_stage_keeps_the_other_stages(tmp_path):
+    from bench.faults import empty_model_run
+
+    result = empty_model_run(tmp_path)
+    assert result["exit"] == 0 and result["published"], result["log_tail"]
+    assert result["reference_AP"] == 0.0 and result["stages_that_raised"]
+
+
+def test_a_hung_impl_part_times_out_and_every_suite_is_reported(tmp_path):
+    from bench.faults import hung_impl_run
+
+    result = hung_impl_run(tmp_path)
+    assert result["exit"] == 0, result["log_tail"]
+    assert result["suites_reported"] == ["hung_impl:HUNG", "reference"]
+    assert result["hung_cases_timed_out"] >= 1 and result["message_names_part"]

@@ -1,4 +1,4 @@
-"""The multi-task training batch, the training loop and the benchmark's scoring (bench/train_multitask.py,
+"""The multi-task training batch, the training loop and the benchmark's scoring (bench/training/multitask.py,
 bench/benchmarks/multitask.py) on a small generated dataset."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from bench.benchmarks.multitask import codec_outputs, score
 from bench.datasets import KEYPOINT_NAMES, KEYPOINT_SIGMAS
 from bench.datasets.synthetic import SyntheticConfig, generate_dataset
-from bench.train_multitask import (MultiTaskConfig, mirror_words, flip_target, load_split, make_batch, parse_weights,
+from bench.training.multitask import (MultiTaskConfig, mirror_words, flip_target, load_split, make_batch, parse_weights,
                                    train_multitask)
 from reference.pix2seqv2 import WordList, split_words
 from reference.pix2seqv2.loss import target_mask

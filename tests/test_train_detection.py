@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.train_detection import (TrainConfig, augmented_sequences, lr_at, train, training_batch)
+from bench.training.detection import (TrainConfig, augmented_sequences, lr_at, train, training_batch)
 from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
 from reference.pix2seq.tokenizer import decode_sequence
 from reference.vision.vit import ViTConfig
@@ -100,7 +100,7 @@ def test_augmented_sequences_keep_the_objects():
 
 
 def test_object_orders_by_hand():
-    from bench.train_detection import object_order
+    from bench.training.detection import object_order
 
     boxes = np.array([[50, 10, 60, 20], [5, 30, 9, 40], [1, 10, 4, 12]], np.float64)
     rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def test_scale_and_place_by_hand():
     """A 100 x 80 image with a white 20 x 20 square at (10, 20): halved and placed at (30, 5) the square
     covers x 35..45, y 15..25; doubled and shifted by (-40, -30) it covers x -20..20, y 10..50 of which
     x 0..20 is left (half: kept at min_visible 0.5, dropped at 0.6)."""
-    from bench.train_detection import scale_and_place
+    from bench.training.detection import scale_and_place
 
     image = np.zeros((80, 100, 3), np.uint8)
     image[20:40, 10:30] = 255
@@ -140,7 +140,7 @@ def test_scale_and_place_by_hand():
 def test_scale_jitter_keeps_boxes_inside_and_on_their_objects():
     """Generated images through random scale jitter: every kept box lies in the image and its centre
     pixel still shows a non-background colour where the original centre did."""
-    from bench.train_detection import scale_and_place
+    from bench.training.detection import scale_and_place
 
     rng = np.random.default_rng(0)
     for _ in range(30):

@@ -2,24 +2,27 @@
 
 Scores the shipped Pix2SeqV2 checkpoints (bench/checkpoints/pix2seqv2_tiny*.safetensors) on the
 generated validation split: detection AP (COCOeval bbox), mask AP (segm), keypoint AP (keypoints,
-with the generated dataset's per-keypoint sigmas) and caption BLEU-1..4 (coco-caption BLEU), for the
+with the generated dataset's per-keypoint sigmas) and coco-caption's caption table (BLEU-1..4, METEOR,
+ROUGE-L, CIDEr-D, SPICE through pycocoevalcap: bench/metrics/captions.py), for the
 multi-task model and for the single-task baselines. Segmentation and keypoints are scored twice: with
 ground-truth box prompts (the task alone) and with the model's own detections as prompts (end to end).
 """
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.figures import multitask_samples
+from bench.metrics.captions import METRICS, caption_metrics, metric_cell
+from bench.progress import progress
 from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Figure, Section, Table
 from bench.samples import run_samples
 from bench.storage import file_sha256, to_jsonable
-from bench.train_multitask import configure_cli, load_split, run_cli
+from bench.training.multitask import configure_cli, load_split, run_cli
 from reference.pix2seq.model import prepare_images
 from reference.pix2seqv2.captioning import split_words
 from reference.pix2seqv2.inference import InferenceOptions, caption, detect, detected_instances, keypoint, segment
@@ -116,8 +119,8 @@ def run_model(ctx: RunContext, name: str, tasks, data, fingerprint: str, limit=N
 
 
 def score(out: dict, data, dataset, sigmas) -> dict[str, dict]:
-    """COCO / BLEU metrics of run_model's outputs -> {"detection": stats, "segmentation_gt": stats, ...}."""
-    from bench.metrics.bleu import corpus_bleu
+    """COCO / caption metrics of run_model's outputs -> {"detection": stats, "segmentation_gt": stats, ...,
+    "captioning": {metric: value or None, "not_available": {metric: reason}, "tokenizer": ...}}."""
     from bench.metrics.coco import evaluate_detections
 
     n = out["num_images"]
@@ -143,7 +146,8 @@ def score(out: dict, data, dataset, sigmas) -> dict[str, dict]:
             metrics[key] = evaluate_detections(gt, res, iou_type="keypoints", kpt_oks_sigmas=sigmas).stats
     if "captioning" in out:
         refs = {ids[b]: [" ".join(split_words(c)) for c in data.captions[b]] for b in range(n)}
-        metrics["captioning"] = corpus_bleu({ids[b]: c for b, c in enumerate(out["captioning"])}, refs)
+        table = caption_metrics(refs, {ids[b]: c for b, c in enumerate(out["captioning"])})
+        metrics["captioning"] = {k: v for k, v in table.items() if k not in ("per_image", "seconds")}
     return metrics
 
 
@@ -155,7 +159,7 @@ def codec_outputs(vocab, data, max_points: int, limit: int | None = None, codec:
 
     n = len(data) if limit is None else min(limit, len(data))
     out = {"num_images": n, "detection": [], "segmentation_gt": [], "keypoint_gt": []}
-    for b in range(n):
+    for b in progress(range(n), desc=f"multitask: codec ceiling ({max_points} points)", unit="image"):
         t = data.targets[b]
         w, h = t["width"], t["height"]
         boxes = t["boxes"].astype(np.float64)
@@ -182,9 +186,18 @@ ROWS = [  # (label, metrics key, stat)
     ("mask AP, detected box prompts", "segmentation_det", "AP"),
     ("keypoint AP, GT box prompts", "keypoint_gt", "AP"), ("keypoint AP50, GT box prompts", "keypoint_gt", "AP50"),
     ("keypoint AP, detected box prompts", "keypoint_det", "AP"),
-    ("BLEU-1", "captioning", "BLEU-1"), ("BLEU-2", "captioning", "BLEU-2"),
-    ("BLEU-3", "captioning", "BLEU-3"), ("BLEU-4", "captioning", "BLEU-4"),
+    *((f"caption {m}", "captioning", m) for m in METRICS),
 ]
+
+
+def cell(metrics: dict, key: str, stat: str):
+    """A table cell: the stat, None (n/a) when that model has no such task, or "n/a (reason)" for a caption
+    metric that could not run (no Java, no CoreNLP models)."""
+    if key not in metrics:
+        return None
+    return metric_cell(metrics[key], stat) if key == "captioning" else metrics[key].get(stat)
+
+
 # The strict sigmas KEYPOINT_SIGMAS replaced (COCO's eyes for the extreme points), reported beside them.
 EYE_LEVEL_SIGMAS = (0.05, 0.025, 0.025, 0.025, 0.025)
 
@@ -203,7 +216,8 @@ def _checkpoint(name: str, device):
     return load_v2_checkpoint(path, map_location=device)
 
 
-@register_benchmark("multitask", description="Pix2SeqV2 multi-task vs single-task: det AP, mask AP, keypoint AP, BLEU",
+@register_benchmark("multitask", description="Pix2SeqV2 multi-task vs single-task: det AP, mask AP, keypoint AP, "
+                    "caption metrics",
                     report="multitask", report_title="Pix2SeqV2 multi-task: detection, segmentation, keypoints, captioning")
 def run(ctx: RunContext) -> BenchmarkResult:
     from bench.datasets import KEYPOINT_NAMES, KEYPOINT_SIGMAS, default_dataset
@@ -227,15 +241,14 @@ def run(ctx: RunContext) -> BenchmarkResult:
     ceiling = score(coded, data, dataset, KEYPOINT_SIGMAS)
     ceiling["segmentation_det"], ceiling["keypoint_det"] = ceiling["segmentation_gt"], ceiling["keypoint_gt"]
     unthinned = score(codec_outputs(model.vocab, data, 128, limit), data, dataset, KEYPOINT_SIGMAS)["segmentation_gt"]
-    rows = [[label, ceiling.get(key, {}).get(stat), single.get(key, {}).get(stat), multi.get(key, {}).get(stat)]
-            for label, key, stat in ROWS]
+    rows = [[label, *(cell(m, key, stat) for m in (ceiling, single, multi))] for label, key, stat in ROWS]
     eye_level = {"codec_ceiling": keypoint_ap(coded, data, dataset, EYE_LEVEL_SIGMAS),
                  "single_task": keypoint_ap(single_outs["keypoint"], data, dataset, EYE_LEVEL_SIGMAS),
                  "multi_task": keypoint_ap(multi_out, data, dataset, EYE_LEVEL_SIGMAS)}
     rows.insert(next(i for i, r in enumerate(rows) if r[0] == "keypoint AP, detected box prompts"),
                 ["keypoint AP, GT box prompts, eye-level sigmas", *eye_level.values()])
-    fig = sample_figure(data, multi_out, dataset.class_names, ctx.figures_dir / "multitask_samples.png",
-                        KEYPOINT_NAMES)
+    fig = multitask_samples(ctx.figures_dir / "multitask_samples.png", data, multi_out, dataset.class_names,
+                            KEYPOINT_NAMES)
     train_rows = [[name, m.get("train_config", {}).get("weights"), m.get("steps"), m.get("train_seconds"),
                    m.get("device"), m.get("command")] for name, m in metas.items()]
     stale = sorted(name for name, m in metas.items() if m.get("dataset_fingerprint") != paths.fingerprint)
@@ -267,7 +280,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
                 f"to 1 is quantisation (a coordinate moves to its nearest bin, up to half a bin: half a pixel at "
                 f"128 bins on 128 px). Keypoint rows use the dataset's OKS sigmas (see Training); the "
                 f"eye-level row scores the same keypoints with {', '.join(map(str, EYE_LEVEL_SIGMAS))} (COCO's "
-                "eyes for the extreme points), where a 2-px miss on a small shape already fails."))]),
+                "eyes for the extreme points), where a 2-px miss on a small shape already fails. Caption rows: "
+                "coco-caption's metrics computed by pycocoevalcap (bench/metrics/captions.py), tokenisation "
+                f"{multi['captioning']['tokenizer']}, references lower-cased without punctuation."))]),
         Section("Full COCO statistics of the multi-task model", tables=[
             Table(["stat", *[k for k in multi if k != "captioning"]],
                   [[s, *[multi[k].get(s) for k in multi if k != "captioning"]] for s in
@@ -283,7 +298,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
                           note="Each step: 16 images (one encoder pass each), 2 task rows per image.")]),
         Section("Sample outputs of the multi-task model", figures=[Figure(f"figures/{fig.name}", (
             "Validation images: detections (boxes, class, score); masks from detected-box prompts; keypoints "
-            "from detected-box prompts; generated caption (top) and the first reference caption (bottom)."))]),
+            "from detected-box prompts (marker and colour per keypoint: legend on top); the generated caption "
+            "above the first reference caption."))]),
     ]
     return BenchmarkResult(benchmark="multitask", report="multitask", title="Pix2SeqV2 multi-task vs single-task",
                            metrics={"multi_task": multi, "single_task": single, "codec_ceiling": ceiling, "num_images": n,
@@ -308,45 +324,3 @@ def init_note(metas: dict) -> str:
             "copied by meaning (coordinate bins by position, classes, BOS/EOS/PAD, each task token from BOS); "
             "word, separator and invisible rows fresh." + ("" if same else
                                                         f" Not initialised this way: {sorted(k for k, v in inits.items() if not v)}."))
-
-
-def sample_figure(data, out: dict, class_names, path: Path, keypoint_names, count: int = 4) -> Path:
-    """count x 4 panels: detections, masks, keypoints, caption, for the first `count` images of `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pycocotools import mask as mask_utils
-
-    count = min(count, out["num_images"])
-    fig, axes = plt.subplots(count, 4, figsize=(12, 3.1 * count), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    for b in range(count):
-        image = data.images[b]
-        for ax in axes[b]:
-            ax.imshow(image)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        det = out["detection"][b]
-        for k, ((x0, y0, x1, y1), lab, s) in enumerate(zip(det["boxes"], det["labels"], det["scores"])):
-            axes[b, 0].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colours(k % 10), lw=1.5))
-            axes[b, 0].text(x0, y0 - 1, f"{class_names[lab]} {s:.2f}", color=colours(k % 10), fontsize=7)
-        overlay = np.zeros((*image.shape[:2], 4))
-        for k, r in enumerate(r for r in out.get("segmentation_det", []) if r["image"] == b):
-            m = mask_utils.decode(r["rle"]).astype(bool)
-            overlay[m] = (*colours(k % 10)[:3], 0.55)
-        axes[b, 1].imshow(overlay)
-        for k, r in enumerate(r for r in out.get("keypoint_det", []) if r["image"] == b):
-            kp = np.asarray(r["keypoints"])
-            vis = kp[:, 2] > 0
-            axes[b, 2].scatter(kp[vis, 0], kp[vis, 1], s=14, color=colours(k % 10), edgecolors="black", linewidths=0.5)
-        axes[b, 3].set_title(textwrap.fill("model: " + out["captioning"][b], 48), fontsize=7)
-        axes[b, 3].set_xlabel(textwrap.fill("reference: " + (data.captions[b][0] if data.captions[b] else ""), 48),
-                              fontsize=7)
-    for ax, title in zip(axes[0], ("detection", "segmentation", f"keypoints ({', '.join(keypoint_names)})", "")):
-        if title:
-            ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path

@@ -49,7 +49,7 @@ def export_ranks(ctx: RunContext, split, owner: list[int], ranks: dict, config: 
     """Per-query ranks to reports/samples/retrieval.jsonl: sample "image:<id>" -> {variant: rank of its best
     caption}, "text:<n>" -> {"image_id", "text", "ranks": {variant: rank of its image}}; Recall@K = share of
     ranks below K (bench.samples schema; whole-matrix scoring, so not resumable per sample)."""
-    from bench.train_qformer import CHECKPOINT
+    from bench.training.qformer import CHECKPOINT
 
     texts = [c for image_id in split.image_ids for c in split.captions[image_id]]
     outputs = {f"image:{image_id}": {name: int(r[0][row]) for name, r in ranks.items()}

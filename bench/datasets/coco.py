@@ -45,6 +45,15 @@ def load_coco_json(path: str | os.PathLike) -> dict[str, Any]:
         _require(isinstance(img, dict) and all(k in img for k in ("id", "file_name", "width", "height")),
                  path, f"image entry {img!r:.120} lacks id/file_name/width/height")
         _require(img["id"] not in image_ids, path, f"duplicate image id {img['id']}")
+        for side in ("width", "height"):
+            value = img[side]
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                     and float(value).is_integer(), path,
+                     f"image id {img['id']}: {side} must be a positive whole number of pixels, got {value!r}")
+        name = img["file_name"]
+        _require(isinstance(name, str) and name and not Path(name).is_absolute()
+                 and ".." not in Path(name).parts, path,
+                 f"image id {img['id']}: file_name {name!r} must be a relative path inside the images folder")
         image_ids.add(img["id"])
     kp_len = {}
     for cat in data["categories"]:
@@ -140,6 +149,11 @@ class CocoDetection:
             raise IndexError(f"index {index} out of range for {len(self)} images")
         image_id = self.image_ids[index]
         image = read_image(self.image_path(image_id), image_id)
+        info = self.coco.imgs[image_id]
+        if image.shape[:2] != (int(info["height"]), int(info["width"])):
+            raise ValueError(f"{self.image_path(image_id)}: image id {image_id} is {image.shape[1]} x {image.shape[0]} "
+                             f"px but {self.instances_json} says {info['width']} x {info['height']}; boxes would "
+                             "be scaled wrongly (fix the JSON or the file)")
         return image, self.target(image_id)
 
 

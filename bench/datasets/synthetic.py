@@ -126,9 +126,16 @@ class DatasetPaths:
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> "DatasetPaths":
-        """A generated dataset from its MANIFEST.json (FileNotFoundError when it is not there)."""
-        manifest = Path(root) / MANIFEST
-        return cls(Path(root), str(read_json(manifest)["fingerprint"]))
+        """A generated dataset (FileNotFoundError when its MANIFEST.json is not there). The fingerprint is
+        that of the files AS STORED now (re-hashed, not read from the manifest), so a replaced image gives
+        another fingerprint and never reuses cached outputs; `matches_manifest` says whether they changed."""
+        root = Path(root)
+        read_json(root / MANIFEST)  # FileNotFoundError / ValueError naming the manifest
+        return cls(root, stable_hash(_file_hashes(root)))
+
+    def matches_manifest(self) -> bool:
+        """True when the files hash to the fingerprint recorded at generation."""
+        return self.fingerprint == str(read_json(self.root / MANIFEST).get("fingerprint"))
 
     def verify(self) -> None:
         """Re-hash every file; ValueError naming the first file that differs from the manifest."""
@@ -251,13 +258,21 @@ def default_dataset(cache_root: str | os.PathLike | None = None, config: Synthet
     cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
     target = cache_root / f"synthetic-{config.hash()}"
     if (target / MANIFEST).is_file():
-        return DatasetPaths.open(target)
+        paths = DatasetPaths.open(target)
+        if paths.matches_manifest():
+            return paths
+        import sys
+
+        print(f"[vsbench] {target}: files differ from the generation manifest; regenerating the dataset",
+              file=sys.stderr, flush=True)
     cache_root.mkdir(parents=True, exist_ok=True)
     staging = cache_root / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
         _write_dataset(staging, config)
         if target.exists() and not (target / MANIFEST).is_file():
             shutil.rmtree(target)  # a leftover without a manifest is incomplete by construction
+        elif target.exists() and not DatasetPaths.open(target).matches_manifest():
+            shutil.rmtree(target)  # modified since generation: replaced by the fresh copy
         try:
             os.rename(staging, target)
         except OSError:

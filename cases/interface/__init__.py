@@ -11,7 +11,11 @@ are listed, with their contracts, in a module of this package (`pix2seq`, `qform
   Pix2Seq re-implementation is not failed for lacking a Q-Former.
 - Without --impl every family runs against its reference implementation (`REFERENCE_SPEC`).
 - An implementation may carry `name` (used in reports and for its expected-failures file,
-  `cases/known_bad/expected_failures/<name>.txt`; `--expected-failures FILE` for your own).
+  `cases/known_bad/expected_failures/<name>.txt`; `--expected-failures FILE` for your own). Only a name
+  it sets itself counts: one inherited from a reference class it subclasses does not, so such an
+  object is named by its spec (MODULE:OBJECT) instead of mislabelled "reference".
+- Parts are read defensively: a part that raises when read (a property) counts as provided but
+  broken, and fails the cases that need it; it never crashes the collection of the suite.
 """
 
 from __future__ import annotations
@@ -42,8 +46,29 @@ def families() -> dict[str, Family]:
 
 
 def implementation_name(obj, spec: str) -> str:
-    return str(getattr(obj, "name", spec))
+    """The name an implementation gives itself (an attribute of the object or of its own class, not one
+    inherited from a class it subclasses), else its spec."""
+    own = getattr(obj, "__dict__", {}).get("name")
+    if own is None and not isinstance(obj, type):
+        own = type(obj).__dict__.get("name")
+    return str(own) if isinstance(own, str) and own else spec
+
+
+def read_part(obj, name: str):
+    """The attribute `name` of `obj` (None when absent); exceptions other than AttributeError propagate."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        return None
 
 
 def provided_parts(obj, family: Family) -> set[str]:
-    return {p for p in family.parts if getattr(obj, p, None) is not None}
+    """Parts `obj` provides; a part that raises when read counts as provided (the cases needing it fail)."""
+    found = set()
+    for part in family.parts:
+        try:
+            if read_part(obj, part) is not None:
+                found.add(part)
+        except Exception:
+            found.add(part)
+    return found

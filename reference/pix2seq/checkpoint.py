@@ -36,6 +36,10 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     bad_type = sorted(k for k, v in given.items() if not isinstance(v, torch.Tensor))
+    bad_dtype = sorted(f"{k} ({given[k].dtype})" for k in set(given) & set(expected)
+                       if k not in bad_type and not given[k].is_floating_point())
+    not_finite = sorted(k for k in set(given) & set(expected) if k not in bad_type and given[k].is_floating_point()
+                        and not bool(torch.isfinite(given[k]).all()))
     shapes = sorted(f"{k} {tuple(given[k].shape)} (model {tuple(expected[k])})" for k in set(given) & set(expected)
                     if k not in bad_type and tuple(given[k].shape) != tuple(expected[k]))
     problems = []
@@ -47,6 +51,10 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
         problems.append(f"non-tensor values [{_describe(bad_type)}]")
     if shapes:
         problems.append(f"shape mismatches [{_describe(shapes)}]")
+    if bad_dtype:  # casting int / bool weights to float would load silently and score 0
+        problems.append(f"non-floating-point weights [{_describe(bad_dtype)}]")
+    if not_finite:
+        problems.append(f"weights with NaN or inf [{_describe(not_finite)}]")
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
 
@@ -75,15 +83,25 @@ def load_port_state_dict(model: Pix2Seq, state: Any, source: str = "port state_d
 
 def load_port_checkpoint(path: str | os.PathLike, config: Pix2SeqConfig | None = None,
                          map_location: str | torch.device = "cpu") -> Pix2Seq:
-    """A .pth file saved by the port (torch.save(model.state_dict())) -> Pix2Seq of `config` (default: port)."""
+    """A .pth file saved by the port (torch.save(model.state_dict())) -> Pix2Seq of `config` (default: port),
+    in eval mode (dropout off), like `load_checkpoint`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"port checkpoint {path} does not exist")
+    _check_device(map_location, path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and EOF errors all mean the same thing here
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
-    return load_port_state_dict(Pix2Seq(config or Pix2SeqConfig.port()), state, str(path))
+    return load_port_state_dict(Pix2Seq(config or Pix2SeqConfig.port()), state, str(path)).to(map_location).eval()
+
+
+def _check_device(map_location, path: Path) -> None:
+    """A CUDA map_location on a machine without CUDA is named as such (not as an unreadable file)."""
+    device = torch.device(map_location) if isinstance(map_location, str) else map_location
+    if isinstance(device, torch.device) and device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"{path}: map_location={str(map_location)!r} but CUDA is not available on this "
+                              "machine; load with map_location='cpu'")
 
 
 def load_timm_encoder(model: Pix2Seq, state: Any, source: str = "timm state_dict") -> Pix2Seq:
@@ -124,7 +142,17 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     if "config" not in raw:
         raise CheckpointError(f"{path} has no 'config' in its metadata: not written by save_checkpoint")
-    return {k: json.loads(v) if k != "format" else v for k, v in raw.items()}
+    meta = {}
+    for key, value in raw.items():
+        if key == "format":
+            meta[key] = value
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({exc.msg} at column "
+                                  f"{exc.colno}): {value[:80]!r}") from exc
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Pix2Seq, dict]:
@@ -132,12 +160,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     from safetensors.torch import load_file
 
     meta = read_metadata(path)
+    _check_device(map_location, Path(path))
     try:
         config = Pix2SeqConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: config in metadata is invalid: {exc}") from exc
     try:
-        state = load_file(str(path), device=str(map_location))
+        state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     model = Pix2Seq(config)

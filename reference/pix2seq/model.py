@@ -1,4 +1,4 @@
-"""Pix2Seq model (Chen et al., 2022) with the public PyTorch port's structure (DESIGN.md §3).
+"""Pix2Seq model (Chen et al., 2022) with the public PyTorch port's structure (docs/design.md §3).
 
     images (B,3,S,S) -> ViT (DeiT-III) -> patch tokens (B,N,E) -> AdaptiveAvgPool1d over channels -> (B,N,d)
     -> + learned encoder pos-embed = memory;  tokens (B,T) -> embedding + learned decoder pos-embed
@@ -44,6 +44,19 @@ class Pix2SeqConfig:
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
             self.encoder = ViTConfig(**self.encoder)
+        limits = {"dim": 65536, "decoder_layers": 256, "decoder_heads": 1024, "decoder_ff": 1 << 18,
+                  "num_bins": 1 << 16, "num_classes": 1 << 16, "max_len": 1 << 16}
+        for name, high in limits.items():  # a corrupt config must not divide by zero or allocate 512 GB
+            value = getattr(self, name)
+            low = 0 if name == "num_classes" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"Pix2SeqConfig.{name} must be an integer in [{low}, {high}], got {value!r}")
+        for name in ("dropout", "pos_dropout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise ValueError(f"Pix2SeqConfig.{name} must be in [0, 1), got {value!r}")
+        if self.max_len < 7:
+            raise ValueError(f"Pix2SeqConfig.max_len={self.max_len} holds no object: BOS, 5 tokens and EOS need 7")
         if self.dim % self.decoder_heads:
             raise ValueError(f"dim={self.dim} is not divisible by decoder_heads={self.decoder_heads}")
 
@@ -72,6 +85,16 @@ class Pix2SeqConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Pix2SeqConfig":
+        """The inverse of to_dict; ValueError naming unknown fields or bad values."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a Pix2Seq config is a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown Pix2SeqConfig fields {unknown}")
+        if isinstance(data.get("encoder"), dict):
+            unknown = sorted(set(data["encoder"]) - set(ViTConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown ViTConfig fields {unknown}")
         return cls(**data)
 
 

@@ -34,6 +34,12 @@ class ViTConfig:
     in_chans: int = 3  # input channels
 
     def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "dim", "depth", "heads", "in_chans"):
+            value, low = getattr(self, name), 0 if name == "depth" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65536:
+                raise ValueError(f"ViTConfig.{name} must be an integer in [{low}, 65536], got {value!r}")
+        if not (isinstance(self.mlp_ratio, (int, float)) and 0 < self.mlp_ratio <= 64):
+            raise ValueError(f"ViTConfig.mlp_ratio must be a number in (0, 64], got {self.mlp_ratio!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if self.dim % self.heads:

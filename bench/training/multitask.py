@@ -7,12 +7,11 @@ cross-entropy on the targets after each row's prompt (reference.pix2seqv2.loss).
 in a random order (detection), a seeded random start vertex per polygon (segmentation), box prompts
 jittered by up to `box_jitter` of the box side (so that prompts from a detector are in-distribution),
 and horizontal flips that also swap left/right keypoint names and the words 'left'/'right' in captions.
-The optimiser and schedule are those of bench/train_detection.py.
+The optimiser and schedule are those of bench/training/detection.py; the loop is bench.training.loop.run_steps.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,7 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from bench.train_detection import DetectionData, lr_at, make_optimizer
+from bench.training.detection import DetectionData, export, lr_at, make_optimizer
+from bench.training.loop import command_line, run_steps, seeded, window_means
 from reference.pix2seq.model import Pix2Seq, prepare_images
 from reference.pix2seqv2.captioning import WordList, encode_caption
 from reference.pix2seqv2.detection import encode_detection
@@ -150,38 +150,28 @@ def make_batch(model: Pix2Seq, words: WordList, data: MultiTaskData, index: np.n
 def train_multitask(model: Pix2Seq, words: WordList, data: MultiTaskData, cfg: MultiTaskConfig,
                     device: torch.device, log: Callable[[str], None] = print, log_every: int = 50) -> dict[str, Any]:
     """Train in place; returns {"steps", "seconds", "losses" (mean per log interval), "task_rows"}."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeded(cfg.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
-    history, window, counts = [], [], {t: 0 for t in TASKS}
-    start, step = time.perf_counter(), 0
-    while step < cfg.steps:
-        if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
-            log(f"stopping at step {step}: the {cfg.max_minutes} min budget is spent")
-            break
+    counts = {t: 0 for t in TASKS}
+
+    def step_loss(step: int) -> torch.Tensor:
         index = rng.choice(len(data), size=cfg.batch_images, replace=False)
         x, rows, tokens, row_tasks = make_batch(model, words, data, index, cfg, rng, device)
         for t in row_tasks:
             counts[t] += 1
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg)
         features = model.encode(x).index_select(0, rows)  # (B, N, d) -> (B*R, N, d)
         logits = model.decoder(features, tokens[:, :-1])  # (B*R, L-1, V)
-        loss = sequence_loss(logits, tokens, target_mask(model.vocab, tokens))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        window.append(loss.item())
-        step += 1
-        if step % log_every == 0 or step == cfg.steps:
-            history.append(float(np.mean(window)))
-            window = []
-            log(f"step {step}/{cfg.steps} loss {history[-1]:.4f} lr {lr_at(step, cfg.steps, cfg):.2e} "
-                f"({time.perf_counter() - start:.0f} s)")
+        return sequence_loss(logits, tokens, target_mask(model.vocab, tokens))
+
+    budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+    done = run_steps(model, optimizer, step_loss, 0, cfg.steps, lambda s: lr_at(s, cfg.steps, cfg),
+                     grad_clip=cfg.grad_clip, log=log, log_every=log_every, max_seconds=budget, desc="train-multitask")
+    steps = len(done.records)
+    kept = steps if steps == cfg.steps else steps - steps % log_every  # a run cut short drops its partial window
     model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - start, "losses": history, "task_rows": counts}
+    return {"steps": steps, "seconds": done.seconds, "losses": window_means(done.records[:kept], log_every),
+            "task_rows": counts}
 
 
 def load_split(paths, split: str) -> tuple[Any, MultiTaskData]:
@@ -213,12 +203,8 @@ def configure_cli(parser) -> None:
 
 
 def run_cli(args) -> int:
-    import shlex
-    import sys
-
     from bench.datasets.synthetic import DatasetPaths, default_dataset
     from bench.device import describe_device, resolve_device
-    from bench.train_detection import export
     from reference.pix2seq.checkpoint import read_metadata
     from reference.pix2seqv2.model import FORMAT, Pix2SeqV2Config, build_model
 
@@ -248,7 +234,7 @@ def run_cli(args) -> int:
         init = {"path": str(args.init_detector), "sha256": file_sha256(args.init_detector),
                 **init_from_detector(model, detector),
                 "detector_val_metrics": read_metadata(args.init_detector).get("val_metrics")}
-    command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     print(f"{command}\n{describe_device(device)}, {len(data)} train images, {len(words)} words, "
           f"{sum(p.numel() for p in model.parameters())} parameters", flush=True)
     summary = train_multitask(model, words, data, cfg, device, log=lambda line: print(line, flush=True))

@@ -3,14 +3,13 @@ load / save its checkpoint (bench/checkpoints/qformer_tiny.safetensors + .json).
 
 The image encoder is the frozen fixed-seed patch encoder of reference/blip2/image_encoder.py: its features are
 computed once per image, then only the Q-Former and its heads learn. `vsbench train-qformer` (registered in
-bench/benchmarks/captioning.py) runs `train()`; the JSON beside the weights records the reproducing command,
-seed, configs, vocabulary, dataset fingerprint and the metrics at save time.
+bench/benchmarks/captioning.py) runs `train()` on the shared loop (bench.training.loop.run_steps); the JSON
+beside the weights records the reproducing command, seed, configs, vocabulary, dataset fingerprint and the
+metrics at save time.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,14 @@ import torch
 
 from bench.datasets.coco import CocoDetection, read_captions
 from bench.datasets.synthetic import DatasetPaths, default_dataset
-from bench.storage import read_json, write_json
+from bench.storage import read_json
+from bench.training.loop import adamw, run_steps, save_weights, warmup_cosine
 from reference.blip2.image_encoder import FrozenPatchEncoder, PatchEncoderConfig
 from reference.blip2.qformer import QFormerConfig
 from reference.blip2.stage1 import Blip2Stage1, Blip2Stage1Config
 from reference.blip2.tokenizer import WordTokenizer
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CHECKPOINT = CHECKPOINT_DIR / "qformer_tiny.safetensors"
 
 
@@ -70,6 +70,7 @@ class CaptionSplit:
     image_ids: list[int]
     features: torch.Tensor
     captions: dict[int, list[str]]
+    dataset_fingerprint: str = ""  # content hash of the dataset files the split was read from
 
 
 def load_split(paths: DatasetPaths, split: str, encoder: FrozenPatchEncoder, limit: int | None = None,
@@ -89,7 +90,8 @@ def load_split(paths: DatasetPaths, split: str, encoder: FrozenPatchEncoder, lim
     missing = [i for i in ids if not captions.get(i)]
     if missing:
         raise ValueError(f"{paths.captions_json(split)}: images without captions: {missing[:5]}")
-    return CaptionSplit(ids, torch.cat(feats) if feats else torch.zeros(0), {i: captions[i] for i in ids})
+    return CaptionSplit(ids, torch.cat(feats) if feats else torch.zeros(0), {i: captions[i] for i in ids},
+                        getattr(paths, "fingerprint", ""))
 
 
 def build_model(cfg: TrainConfig, tokenizer: WordTokenizer) -> Blip2Stage1:
@@ -104,17 +106,18 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer) -> Blip2Stage1:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    """Linear warm-up over cfg.warmup steps, then cosine decay to 0 at cfg.steps."""
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
+
+
+def no_decay(name: str, param: torch.Tensor) -> bool:
+    """Vectors and the learnt query tokens are not weight-decayed."""
+    return param.dim() <= 1 or "query_tokens" in name
 
 
 def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every: int = 100,
           dataset: DatasetPaths | None = None) -> dict[str, Any]:
     """Train and save; returns the metadata written beside the weights."""
-    from safetensors.torch import save_file
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     paths = dataset or default_dataset()
@@ -122,31 +125,21 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
     split = load_split(paths, "train", encoder)
     tokenizer = WordTokenizer.from_texts(c for caps in split.captions.values() for c in caps)
     model = build_model(cfg, tokenizer).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "query_tokens" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "query_tokens" not in n)]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    optim = adamw(model, cfg.lr, cfg.weight_decay, no_decay=no_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(split.image_ids)
-    history, start = [], time.time()
-    for step in range(cfg.steps):
+
+    def step_loss(step: int) -> dict[str, torch.Tensor]:
         rows = torch.randperm(n, generator=gen)[: cfg.batch_size]
         texts = [split.captions[split.image_ids[r]][int(torch.randint(5, (1,), generator=gen)) %
                                                      len(split.captions[split.image_ids[r]])] for r in rows.tolist()]
         ids, mask = tokenizer.encode(texts, cfg.max_text_len)
         image_ids = torch.tensor([split.image_ids[r] for r in rows.tolist()])
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        losses = model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen)
-        optim.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-        if log_every and (step + 1) % log_every == 0:
-            recent = {k: float(np.mean([h[k] for h in history[-log_every:]])) for k in history[-1]}
-            print(f"step {step + 1}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
-                  + f" ({time.time() - start:.0f}s)", flush=True)
+        return model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen)
+
+    done = run_steps(model, optim, step_loss, 0, cfg.steps, lambda s: lr_at(s, cfg), grad_clip=1.0,
+                     log_every=log_every, desc="train-qformer", quiet=not log_every)
+    history = done.records
     tail = history[-min(100, len(history)):]
     meta = {
         "command": command or "vsbench train-qformer",
@@ -156,15 +149,13 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
         "vocab": list(tokenizer.words),
         "dataset_fingerprint": paths.fingerprint,
         "train_images": n,
-        "train_seconds": round(time.time() - start, 1),
+        "train_seconds": round(done.seconds, 1),
         "torch": torch.__version__,
         "metrics_at_save": {f"train_{k}_last100": float(np.mean([h[k] for h in tail])) for k in tail[0]},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    state.update({f"encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()})
-    save_file(state, str(out))
-    write_json(out.with_suffix(".json"), meta)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
+    save_weights(out, state, meta)
     return meta
 
 

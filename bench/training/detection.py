@@ -1,11 +1,11 @@
 """Training and evaluation of a Pix2Seq detector on a COCO-format split (the generated dataset by default).
 
-Loop: AdamW, linear warm-up then cosine decay, gradient clipping, cross-entropy on next-token targets
-with PAD ignored (input seq[:, :-1], target seq[:, 1:]). Sequence augmentation from the paper where it
+Loop (bench.training.loop.run_steps): AdamW, linear warm-up then cosine decay, gradient clipping,
+cross-entropy on next-token targets with PAD ignored (input seq[:, :-1], target seq[:, 1:]). Sequence augmentation from the paper where it
 helps on this data: the objects of each image in a random order every time it is seen, random
 horizontal flips, and (--scale-jitter) the paper's image scale jitter: resize by a random factor, then
-crop or pad back to the input size (boxes clipped; an object mostly cut off is dropped). (The paper's noise objects need an extra "noise" class token that the port's
-vocabulary lacks, so they are not used.) Resumable: `<out>/last.pt` holds the model, optimiser,
+crop or pad back to the input size (boxes clipped; an object mostly cut off is dropped). (The paper's
+noise objects need an extra "noise" class token that the port's vocabulary lacks, so they are not used.) Resumable: `<out>/last.pt` holds the model, optimiser,
 schedule and RNG states after every epoch; `--resume` continues from it. The exported checkpoint is a
 safetensors file with the config, seed, command and validation metrics in its metadata.
 """
@@ -13,7 +13,6 @@ safetensors file with the config, seed, command and validation metrics in its me
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,9 +20,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from bench.datasets.coco import CocoDetection
+from bench.training.loop import (adamw, command_line, file_logger, load_state, run_steps, save_state, warmup_cosine,
+                                 write_sidecar)
 from reference.pix2seq.checkpoint import save_checkpoint
 from reference.pix2seq.collate import collate_sequences, shift_for_training
 from reference.pix2seq.generate import generate
@@ -132,18 +132,16 @@ def training_batch(model: Pix2Seq, images: np.ndarray, sequences: list[list[int]
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at `total` steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, total, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def make_optimizer(model: Pix2Seq, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+def no_decay(name: str, param: torch.Tensor) -> bool:
+    """Norms, biases and the position / class embeddings are not weight-decayed."""
+    return param.ndim < 2 or name.endswith(("pos_embed", "cls_token"))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    return adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98), no_decay=no_decay)
 
 
 def sequence_loss(model: Pix2Seq, x: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -162,52 +160,35 @@ def train(model: Pix2Seq, data: DetectionData, cfg: TrainConfig, out_dir: Path, 
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
+    configs = {"train_config": asdict(cfg), "model_config": model.cfg.to_dict()}
     epoch, step, history, seconds = 0, 0, [], 0.0
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state["train_config"] != asdict(cfg) or state["model_config"] != model.cfg.to_dict():
-            raise ValueError(f"{state_path}: saved with another train or model config; use a new --out")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = load_state(state_path, model, optimizer, configs, device)
         epoch, step, history, seconds = state["epoch"], state["step"], state["history"], state["seconds"]
         log(f"resumed from {state_path} at epoch {epoch}, step {step}")
     while epoch < cfg.epochs and (max_steps is None or step < max_steps):
         rng = np.random.default_rng([cfg.seed, epoch])  # the epoch's order and augmentation: resumable
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout, reseeded per epoch for the same reason
-        order = rng.permutation(len(data))
-        start, losses = time.perf_counter(), []
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   mininterval=5.0, leave=False)
-        interrupted = False
-        for b in bar:
-            if max_steps is not None and step >= max_steps:
-                interrupted = True  # a partial epoch is not saved: --resume redoes it
-                break
+        order, first = rng.permutation(len(data)), step
+
+        def step_loss(s: int) -> torch.Tensor:
+            b = s - first  # the batch's index within the epoch
             images, sequences = augmented_sequences(model, data, order[b * cfg.batch_size:(b + 1) * cfg.batch_size],
                                                     cfg, rng)
-            x, inputs, targets = training_batch(model, images, sequences, device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
-            loss = sequence_loss(model, x, inputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        bar.close()
-        seconds += time.perf_counter() - start
-        if interrupted:
+            return sequence_loss(model, *training_batch(model, images, sequences, device))
+
+        end = first + steps_per_epoch if max_steps is None else min(first + steps_per_epoch, max_steps)
+        done = run_steps(model, optimizer, step_loss, first, end, lambda s: lr_at(s, total, cfg),
+                         grad_clip=cfg.grad_clip, log=log, desc=f"epoch {epoch + 1}/{cfg.epochs}", quiet=not progress)
+        step, seconds = end, seconds + done.seconds
+        if end < first + steps_per_epoch:  # a partial epoch is not saved: --resume redoes it
             log(f"stopped at step {step} (max_steps) inside epoch {epoch + 1}")
             break
         epoch += 1
-        history.append(float(np.mean(losses)) if losses else float("nan"))
+        history.append(float(np.mean([r["loss"] for r in done.records])) if done.records else float("nan"))
         log(f"epoch {epoch}/{cfg.epochs} step {step} loss {history[-1]:.4f} lr {lr_at(step, total, cfg):.2e} "
             f"({seconds:.0f} s)")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                    "history": history, "seconds": seconds, "train_config": asdict(cfg),
-                    "model_config": model.cfg.to_dict()}, state_path)
+        save_state(state_path, model, optimizer, epoch=epoch, step=step, history=history, seconds=seconds, **configs)
         if on_epoch is not None:
             on_epoch(epoch)
             model.train()
@@ -243,12 +224,9 @@ def evaluate(model: Pix2Seq, dataset: CocoDetection, device: torch.device, batch
 
 
 def export(model: Pix2Seq, path: Path, metadata: dict[str, Any]) -> Path:
-    """The shipped checkpoint: fp16 safetensors + a JSON sidecar with the same metadata."""
-    import json
-
+    """The shipped checkpoint: fp16 safetensors (metadata in its header) + a JSON sidecar with the same metadata."""
     save_checkpoint(path, model, metadata, half=True)
-    sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps({"config": model.cfg.to_dict(), **metadata}, indent=2, sort_keys=True) + "\n")
+    write_sidecar(path, {"config": model.cfg.to_dict(), **metadata})
     return path
 
 
@@ -295,8 +273,6 @@ def configure_cli(parser) -> None:
 
 def run_cli(args) -> int:
     import json
-    import shlex
-    import sys
 
     from bench.datasets.synthetic import DatasetPaths, default_dataset
     from bench.device import describe_device, resolve_device
@@ -326,20 +302,14 @@ def run_cli(args) -> int:
                                   f"({init_model.cfg.to_dict()} vs {model.cfg.to_dict()})")
         model.load_state_dict(init_model.state_dict())
     data, val_images = DetectionData(train_set), DetectionData(val_set).images
-    log_path = args.out / "train.log"
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    log = file_logger(args.out / "train.log")
 
     def validate(epoch: int) -> None:
         if args.eval_every and epoch % args.eval_every == 0 and epoch < cfg.epochs:
             stats = evaluate(model, val_set, device, cfg.eval_batch_size, val_images)[2].stats
             log(f"epoch {epoch}: val AP {stats['AP']:.4f} AP50 {stats['AP50']:.4f}")
 
-    command = "vsbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     log(f"{command}\ndevice {describe_device(device)}, dataset {paths.root} ({paths.fingerprint}), "
         f"{len(train_set)} train / {len(val_set)} val images, {sum(p.numel() for p in model.parameters())} parameters")
     summary = train(model, data, cfg, args.out, device, resume=args.resume, max_steps=args.max_steps, log=log,
