@@ -10,7 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cases.interface.qformer import TINY_CONFIG
 
-pytestmark = pytest.mark.qformer
+pytestmark = [pytest.mark.qformer,
+              pytest.mark.case(stands_for="LAVIS #154 / #211 / #227 / #310: generation never uses its KV cache "
+                                          "(prepare_inputs_for_generation gets past=None); beam search must match "
+                                          "greedy-style recompute and batching",
+                               stage="caption generation")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from cases.interface.qformer import FIRST_WORD_ID, TINY_CONFIG, random_batch
 
 pytestmark = pytest.mark.qformer
+ITG_MASK = "LAVIS #402 / #360: ITG decoder mask (text causal over text, sees every query; queries never see text)"
 Q = TINY_CONFIG["num_query_tokens"]
 
 
@@ -34,6 +35,7 @@ def change(ids, position):
     return other
 
 
+@pytest.mark.case(stands_for=ITG_MASK, stage="ITG decoder logits (cached query keys/values)")
 @settings(max_examples=15)
 @given(seed=st.integers(0, 999), position=st.integers(1, 7))
 def test_future_tokens_never_change_earlier_logits(api, model, seed, position):
@@ -45,6 +47,7 @@ def test_future_tokens_never_change_earlier_logits(api, model, seed, position):
     assert not torch.allclose(a[:, position:], b[:, position:], atol=1e-5)
 
 
+@pytest.mark.case(stands_for=ITG_MASK, stage="ITG decoder logits (cached query keys/values)")
 @settings(max_examples=10)
 @given(seed=st.integers(0, 999))
 def test_text_generation_sees_the_image(api, model, seed):
@@ -55,6 +58,7 @@ def test_text_generation_sees_the_image(api, model, seed):
     assert not torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.case(stands_for=ITG_MASK, stage="ITM pass and query pass")
 @settings(max_examples=10)
 @given(seed=st.integers(0, 999), position=st.integers(1, 6))
 def test_itm_queries_see_the_text_but_query_pass_does_not_depend_on_it(api, model, seed, position):

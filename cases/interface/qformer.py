@@ -8,9 +8,18 @@ Conventions (shared by every part):
   torch.manual_seed), in eval mode (no dropout), on the CPU. `model` below is what build returned.
 - image_embeds (B, N, image_width) frozen image features; input_ids (B, T) long, [CLS] text [SEP] [PAD]...;
   attention_mask (B, T) long, 1 = token; decoder ids are input ids whose first token is [DEC];
-  image_ids (B,) long: texts with equal ids describe the same image. Text b belongs to image b.
+  image_ids (B,) long tensor, any integer values: texts with equal ids describe the same image. Text b belongs
+  to image b.
+- Same-image positives. WITH image_ids, every caption whose id equals row b's is a positive of row b (ITC targets
+  spread uniformly over them, then label smoothing 0.1; ITM never draws them as negatives). WITHOUT image_ids
+  (None) nothing says two rows show one image, so row b's only positive is its own pair (b, b): targets are the
+  diagonal, as in the paper's pre-training on web pairs and in the public code's branch without `image_id`; an
+  implementation must not guess same-image pairs from equal features or equal texts.
 - Features: image_feats (Bi, Q, E) and text_feats (Bt, E), L2-normalised.
+- Retrieval re-ranking: with k larger than a row's number of candidates, every candidate of that row is re-scored.
 """
+
+import contextlib
 
 from cases.interface import Family
 
@@ -22,6 +31,10 @@ FAMILY = Family(
         "query_pass": "query_pass(model, image_embeds) -> (B, Q, H) query outputs of the unimodal pass",
         "text_pass": "text_pass(model, input_ids, attention_mask) -> (B, T, H) unimodal text outputs",
         "itm_pass": "itm_pass(model, image_embeds, input_ids, attention_mask) -> (B, Q+T, H), bidirectional",
+        "itm_logits": "itm_logits(model, image_embeds (B,N,D), input_ids (B,T), attention_mask (B,T)) -> (B, 2) ITM "
+                      "logits of each pair (image b, text b); column 1 = match",
+        "itc_scores": "itc_scores(model, image_embeds (Bi,N,D), input_ids (Bt,T), attention_mask (Bt,T)) -> (Bi, Bt) "
+                      "ITC similarity of the model's normalised features, max over queries, no temperature",
         "itg_logits": "itg_logits(model, image_embeds, decoder_ids, attention_mask) -> (B, T, V) decoder logits "
                       "(queries' keys/values from the query pass)",
         "losses": "losses(model, image_embeds, input_ids, attention_mask, image_ids=None, generator=None) -> "
@@ -35,7 +48,8 @@ FAMILY = Family(
         "gather_features": "gather_features(x (B,...)) -> (W*B,...) across processes; x itself without a "
                            "process group",
         "generate": "generate(model, image_embeds, num_beams, max_length, min_length, use_cache=True) -> "
-                    "LongTensor (B, L) generated ids after [DEC], [SEP] included when produced, then pad",
+                    "LongTensor (B, L) generated ids after [DEC], [SEP] included when produced, then pad; lengths count "
+                    "the tokens after [DEC]: L <= max_length, no [SEP] before position min_length",
         "rerank_scores": "rerank_scores(sim (Ni,Nt), itm_score(img_idx, txt_idx) -> (M,), k) -> "
                          "(score_i2t (Ni,Nt), score_t2i (Nt,Ni)): ITM + ITC on each row's top k, lower elsewhere",
     },
@@ -65,3 +79,22 @@ def random_batch(config: dict, batch: int, text_len: int, num_patches: int = 6, 
     ids[positions == (lengths[:, None] - 1)] = config["sep_token_id"]
     ids = ids.masked_fill(positions >= lengths[:, None], config["pad_token_id"])
     return images, ids, (positions < lengths[:, None]).long()
+
+
+@contextlib.contextmanager
+def one_process_group():
+    """A torch.distributed process group of ONE process (gloo, in-memory store) for the block, so that a case about
+    another stage is not stopped first by code that assumes torch.distributed is initialised (LAVIS #537, tested
+    on its own by cases/test_qformer_lavis537_no_process_group.py). An existing group is left as it is."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this torch build: the case needs a process group")
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

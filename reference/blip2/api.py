@@ -53,6 +53,12 @@ class QFormerReference:
     def itg_logits(self, model, image_embeds, decoder_ids, attention_mask):
         return model.itg_logits(image_embeds, decoder_ids, attention_mask, reuse_query_cache=True)
 
+    def itm_logits(self, model, image_embeds, input_ids, attention_mask):
+        return model.itm_logits(image_embeds, input_ids, attention_mask)
+
+    def itc_scores(self, model, image_embeds, input_ids, attention_mask):
+        return losses.itc_similarity(model.image_features(image_embeds), model.text_features(input_ids, attention_mask))
+
     def losses(self, model, image_embeds, input_ids, attention_mask, image_ids=None, generator=None):
         return model(image_embeds, input_ids, attention_mask, image_ids=image_ids, generator=generator)
 
