@@ -38,11 +38,16 @@ class SuiteRun:
     log_tail: str = ""
     timed_out: bool = False
     seconds: float = 0.0
+    env: str = ""  # the tox env a real peer needs ("" = this interpreter)
+    not_run: str = ""  # why the suite could not run here (its env is not built)
 
 
 def expected_failure_files(root: Path) -> list[Path]:
     """Every expected-failures list: the known-bad replicas' and the real peers' (cases/adapters/)."""
     return sorted(p for folder in ("known_bad", "adapters") for p in (root / "cases" / folder / "expected_failures").glob("*.txt"))
+
+
+ENV_PREFIX = "# env:"
 
 
 def registered_implementations(root: Path, extra: list[str]) -> list[tuple[str, str, list[str]]]:
@@ -58,6 +63,24 @@ def registered_implementations(root: Path, extra: list[str]) -> list[tuple[str, 
         found.append((path.stem, spec, read_expected_failures(path)))
     found.extend((spec, spec, []) for spec in extra)
     return found
+
+
+def required_env(root: Path, name: str) -> str:
+    """The tox env an expected-failures file asks for (`# env: NAME ...` line), else ""."""
+    for folder in ("known_bad", "adapters"):
+        path = root / "cases" / folder / "expected_failures" / f"{name}.txt"
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.startswith(ENV_PREFIX):
+                    return line[len(ENV_PREFIX):].split()[0]
+    return ""
+
+
+def env_python(root: Path, env: str) -> Path | None:
+    """The interpreter of tox env `env` (VSBENCH_ENV_<ENV>_PYTHON, else <root>/.tox/<env>/bin/python)."""
+    override = os.environ.get(f"VSBENCH_ENV_{env.upper().replace('-', '_')}_PYTHON")
+    path = Path(override) if override else root / ".tox" / env / "bin" / "python"
+    return path if path.is_file() else None
 
 
 def read_case_log(path: Path) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]:
@@ -89,15 +112,23 @@ def suite_timeout() -> float:
 def run_suite(root: Path, name: str, spec: str, expected: list[str]) -> SuiteRun:
     """`pytest cases` for one implementation in a subprocess, bounded by VSBENCH_SUITE_TIMEOUT seconds (the
     cases that finished before a timeout are kept); VSBENCH_CASES_ARGS narrows the cases run (pytest args)."""
-    run = SuiteRun(name=name, spec=spec, expected_failures=expected)
+    run = SuiteRun(name=name, spec=spec, expected_failures=expected, env=required_env(root, name))
+    python = Path(sys.executable)
+    if run.env:
+        python = env_python(root, run.env)
+        if python is None:
+            run.not_run = f"needs the `{run.env}` environment: build it with `tox -e {run.env}`"
+            return run
     selection = shlex.split(os.environ.get("VSBENCH_CASES_ARGS", "")) or ["cases"]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "cases.jsonl"
-        cmd = [sys.executable, "-m", "pytest", *selection, "-q", "-p", "no:cacheprovider"]
+        cmd = [str(python), "-m", "pytest", *selection, "-q", "-p", "no:cacheprovider", "-W", "ignore"]
         if spec:
             cmd.append(f"--impl={spec}")
         env = {**os.environ, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"),
                "OMP_NUM_THREADS": "1", "VSBENCH_IMPL": "", "VSBENCH_CASES_LOG": str(log)}
+        if run.env:  # another interpreter: it imports this checkout's sources, not an installed vsbench
+            env["PYTHONPATH"] = os.pathsep.join([str(root), *[p for p in [os.environ.get("PYTHONPATH")] if p]])
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -119,6 +150,8 @@ CELL = {"passed": "pass", "failed": "**FAIL**", "xfailed": "fails (expected)",
 
 
 def run_is_as_expected(run: SuiteRun) -> bool:
+    if run.not_run:
+        return True  # reported as not run, with the command that builds its environment
     return (run.exit_code == 0 and not run.timed_out and bool(run.outcomes)
             and not any(o in ("failed", "xpassed") for o in run.outcomes.values()))
 
@@ -150,9 +183,12 @@ def build_result(runs: list[SuiteRun], ctx: RunContext) -> BenchmarkResult:
     for r in runs:
         counts = {k: sum(1 for o in r.outcomes.values() if o == k) for k in CELL}
         verdict = ("yes" if run_is_as_expected(r) else "**NO**") if is_listed(r) else "measured (no list)"
+        if r.not_run:
+            verdict = f"not run: {r.not_run}"
         summary.append([r.name, r.spec or "each family's reference", counts["passed"], counts["xfailed"],
                         counts["failed"], counts["xpassed"], counts["skipped"], r.exit_code,
-                        f"{r.seconds:.0f} s" + (" TIMED OUT" if r.timed_out else ""), verdict])
+                        f"{r.seconds:.0f} s" + (" TIMED OUT" if r.timed_out else "") + (f" (env {r.env})" if r.env else ""),
+                        verdict])
     impact_rows = []
     for r in runs:
         for case_id, props in sorted(r.properties.items()):
