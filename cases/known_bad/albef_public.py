@@ -23,12 +23,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cases.known_bad.lavis_qformer import concat_all_gather
 from reference.albef.api import AlbefReference, special_ids
 from reference.albef.queue import FeatureQueue, FeatureQueueConfig
 
 ALL_BUGS = frozenset({"random_queue", "divisible_queue", "diagonal_targets", "multinomial", "mask_sep",
                       "mask_inplace", "mlm_nan", "no_process_group"})
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """ALBEF's feature gather (models/model_pretrain.py): asks for the world size without checking that a
+    process group exists (ALBEF #139); LAVIS later guarded its copy, ALBEF's is not."""
+    import torch.distributed as dist
+
+    gathered = [torch.ones_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, x, async_op=False)
+    return torch.cat(gathered, dim=0)
 
 
 class PublicQueue(FeatureQueue):
