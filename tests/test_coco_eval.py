@@ -414,3 +414,64 @@ def test_detections_must_be_a_list():
     with pytest.raises(ValueError, match="detections must be a list of COCO result dicts, got dict"):
         evaluate_detections(GT3, {"image_id": 1})
     assert evaluate_detections(GT3, tuple(perfect(GT3))).stats["AP"] == pytest.approx(1.0, abs=EPS)
+
+
+# ---------------------------------------------------------------- RLE and segmentation input
+SEG_GT = {"images": [{"id": 1, "width": 8, "height": 6}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "area": 12.0, "iscrowd": 0,
+                           "segmentation": [[2, 1, 6, 1, 6, 4, 2, 4]]}],
+          "categories": [{"id": 1, "name": "a"}]}
+
+
+@pytest.mark.parametrize("seg, message", [
+    ({"size": [6, 8], "counts": "garbage!!"}, r"not a compressed RLE string: character 'r'"),
+    ({"size": [6, 8], "counts": "=33"}, r"run lengths add up to 19 pixels, but its size 6 x 8 has 48"),
+    ({"size": [6, 8], "counts": [5, -3, 46]}, r"run length #1 is negative \(-3\)"),
+    ({"size": [6, 8], "counts": [5, 1.5, 41.5]}, r"uncompressed RLE counts must be integers"),
+    ({"size": [6, 8], "counts": "0P"}, r"ends inside a count"),
+    ({"size": [-6, 8], "counts": "0"}, r"RLE size must be \[height, width\]"),
+    ({"size": [6, 8]}, r"must be an RLE dict"),
+])
+def test_corrupt_detection_rle_is_a_clear_error_not_a_silent_zero(seg, message):
+    det = [{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": seg}]
+    with pytest.raises(ValueError, match=r"detection #0 .*" + message):
+        evaluate_detections(SEG_GT, det, iou_type="segm")
+
+
+def test_corrupt_ground_truth_segmentation_is_a_clear_error():
+    bad = copy.deepcopy(SEG_GT)
+    bad["annotations"][0]["segmentation"] = {"size": [6, 8], "counts": "garbage!!"}
+    with pytest.raises(ValueError, match=r"ground truth annotation #0 \(id 1\): RLE counts 'garbage!!'"):
+        evaluate_detections(bad, [], iou_type="segm")
+    bad["annotations"][0]["segmentation"] = [[2, 1, 6, 1, 6]]
+    with pytest.raises(ValueError, match=r"polygon #0 must be an even count"):
+        evaluate_detections(bad, [], iou_type="segm")
+    no_size = copy.deepcopy(SEG_GT)
+    no_size["images"][0]["width"] = None
+    with pytest.raises(ValueError, match=r"lacks a usable width/height, which pycocotools needs to rasterise polygons"):
+        evaluate_detections(no_size, [], iou_type="segm")
+
+
+@settings(max_examples=40)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**16), density=st.floats(0, 1))
+def test_rle_decoder_reads_pycocotools_strings(h, w, seed, density):
+    """compressed_counts(encode(mask)) are the mask's run lengths (checked by re-encoding them)."""
+    from pycocotools import mask as mask_utils
+
+    from bench.metrics.coco_rle import compressed_counts
+
+    mask = (np.random.default_rng(seed).random((h, w)) < density).astype(np.uint8)
+    mask[: h // 2, : w // 3] = 1  # long runs: multi-character counts
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    counts = compressed_counts(rle["counts"].decode("ascii"))
+    assert counts.sum() == h * w and counts[1::2].sum() == mask.sum()
+    assert mask_utils.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)["counts"] == rle["counts"]
+
+
+def test_segm_boxes_beside_masks_follow_pycocotools_and_warn():
+    det = {"image_id": 1, "category_id": 1, "score": 0.9,
+           "segmentation": _mask_rle(6, 8, 1, 4, 2, 6), "bbox": [2, 1, 4, 3]}
+    with pytest.warns(CocoInputWarning, match="carry a 'bbox'.*detectron2"):
+        evaluate_detections(SEG_GT, [det], iou_type="segm")
+    with pytest.raises(ValueError, match=r"detection #1 .*lacks 'bbox' while detection #0 has one"):
+        evaluate_detections(SEG_GT, [det, {k: v for k, v in det.items() if k != "bbox"}], iou_type="segm")

@@ -164,3 +164,72 @@ def probe_summary(gt: dict[str, Any], dets: list[dict[str, Any]]) -> dict[str, i
             "crowd": sum(a.get("iscrowd", 0) for a in gt["annotations"]), "detections": len(dets),
             "spilling": spill, "max_per_image": int(per.max()),
             "tied_scores": int(len(scores) - len(np.unique(scores)))}
+
+
+def _random_boxes(dets: list[dict], rng: np.random.Generator, size: tuple[int, int]) -> list[dict]:
+    """The same detections with boxes drawn at random inside the image (a detector that finds nothing)."""
+    W, H = size
+    wh = np.exp(rng.uniform(np.log(4), np.log(0.4 * min(W, H)), (len(dets), 2)))
+    xy = rng.uniform(0, 1, (len(dets), 2)) * (np.array([W, H]) - wh)
+    return [{**d, "bbox": [*p.tolist(), *q.tolist()]} for d, p, q in zip(dets, xy, wh)]
+
+
+def _near_origin(gt: dict, dets: list[dict], factor: float = 0.1) -> tuple[dict, list[dict]]:
+    """Ground truth and detections moved toward the top-left corner (x, y scaled by `factor`)."""
+    gt = copy.deepcopy(gt)
+    for a in gt["annotations"]:
+        a["bbox"] = [a["bbox"][0] * factor, a["bbox"][1] * factor, *a["bbox"][2:]]
+    return gt, [{**d, "bbox": [d["bbox"][0] * factor, d["bbox"][1] * factor, *d["bbox"][2:]]} for d in dets]
+
+
+def xyxy_scenarios(num_sets: int, seed: int = 0) -> dict[str, tuple[bool, list[tuple[dict, list[dict]]]]]:
+    """Generated sets for the xyxy statistic's rates: name -> (boxes are corners?, [(gt, dets), ...]).
+    Each set: 5 images of 640 x 480, 1-4 objects of 3 classes, 10 detections per image."""
+    out: dict[str, tuple[bool, list]] = {}
+    rng = np.random.default_rng(seed)
+    for i in range(num_sets):
+        s = seed * 100_003 + i
+        gt, dets = detection_probe(5, per_image=10, num_categories=3, objects=(1, 5), seed=s, spill=0.2)
+        gt0, dets0 = detection_probe(5, per_image=10, num_categories=3, objects=(1, 5), seed=s, spill=0.0)
+        near = _near_origin(gt0, dets0)
+        rand = _random_boxes(dets, rng, (640, 480))
+        few = int(rng.integers(1, 4))
+        sets = {
+            "xywh: detector, 20% of boxes past the edge": (False, (gt, dets)),
+            "xywh: detector, objects near the top-left corner": (False, near),
+            "xywh: random boxes, 20% past the edge": (False, (gt, _spill_some(rand, rng))),
+            "xywh: 1-3 boxes, past the edge allowed": (False, (gt, dets[:few])),
+            "xywh, adversarial: random boxes that all read as corners, 20% past the edge": (False, (gt, _corner_like(dets, rng))),
+            "corners: detector": (True, (gt0, as_corners(dets0))),
+            "corners: objects near the top-left (inside the image read as xywh)": (True, in_image_corners_probe(5, seed=s)),
+            "corners: random boxes": (True, (gt0, as_corners(_random_boxes(dets0, rng, (640, 480))))),
+            "corners: 1-3 boxes": (True, (gt0, as_corners(dets0[:few]))),
+        }
+        for name, (corners, pair) in sets.items():
+            out.setdefault(name, (corners, []))[1].append(pair)
+    return out
+
+
+def _corner_like(dets: list[dict], rng: np.random.Generator, size=(640, 480)) -> list[dict]:
+    """Random valid xywh boxes with w >= x and h >= y (so every box also reads as corners), a fifth of them
+    passing the right edge by more than 10%: the case the statistic is weakest on."""
+    W, H = size
+    out = []
+    for d in dets:
+        x, y = rng.uniform(0, 0.3 * W), rng.uniform(0, 0.3 * H)
+        w, h = rng.uniform(x, W - x), rng.uniform(y, H - y)
+        if rng.uniform() < 0.2:
+            w = max(w, rng.uniform(1.15, 1.4) * W - x)
+        out.append({**d, "bbox": [x, y, w, h]})
+    return out
+
+
+def _spill_some(dets: list[dict], rng: np.random.Generator, share: float = 0.2, size=(640, 480)) -> list[dict]:
+    """A `share` of the boxes moved so that they pass the right edge by 10-60% of their width."""
+    out = []
+    for d in dets:
+        x, y, w, h = d["bbox"]
+        if rng.uniform() < share:
+            x = size[0] - w * (1 - rng.uniform(0.1, 0.6))
+        out.append({**d, "bbox": [x, y, w, h]})
+    return out

@@ -47,7 +47,7 @@ from bench.metrics.coco_ties import PairEval, TieSensitivity, has_ties, tie_sens
 from bench.metrics.coco_xyxy import XyxyCheck, check_xyxy
 
 __all__ = ["CocoEvaluation", "CocoInputWarning", "CocoTieWarning", "TieSensitivity", "XyxyCheck",
-           "evaluate_detections", "boxes_xyxy_to_xywh", "boxes_xywh_to_xyxy", "DET_STAT_NAMES", "KPT_STAT_NAMES",
+           "evaluate_detections", "xyxy_evidence", "boxes_xyxy_to_xywh", "boxes_xywh_to_xyxy", "DET_STAT_NAMES", "KPT_STAT_NAMES",
            "COCO_KPT_OKS_SIGMAS"]
 
 
@@ -160,6 +160,14 @@ def _evaluate(gt, detections, iou_type, backend, max_per_image, kpt_oks_sigmas, 
                           per_class_ids={labels[k]: gtp.categories.original[c] for k, c in enumerate(cat_ids)},
                           num_unknown_category=dets.num_unknown_category, warnings=list(findings.messages),
                           ties=ties, xyxy=xyxy)
+
+
+def xyxy_evidence(gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]]) -> XyxyCheck:
+    """The xyxy statistic of bbox detections alone (inputs checked as for evaluate_detections, no
+    evaluation run; suspicious-input messages are dropped)."""
+    findings = Findings()
+    gtp = prepare_ground_truth(gt, "bbox", 0, findings)
+    return _xyxy(gtp, prepare_detections(detections, gtp, "bbox", None, 0, findings), findings)
 
 
 def _pair_keys(image_ids: np.ndarray, category_ids: np.ndarray, gtp: GroundTruth) -> np.ndarray:

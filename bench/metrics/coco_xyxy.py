@@ -15,6 +15,7 @@ A valid xywh set whose boxes spill past the edge is not flagged: its xywh readin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,11 @@ def best_iou(boxes: np.ndarray, keys: np.ndarray, gt_boxes: np.ndarray, gt_keys:
     return best
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean with a correctly rounded sum: the same whatever the order of the boxes."""
+    return math.fsum(values.tolist()) / len(values)
+
+
 def _spill(boxes: np.ndarray, sizes: np.ndarray) -> float | None:
     """Share of boxes (xywh) passing the right/bottom edge by more than max(1 px, 10% of the side)."""
     known = np.isfinite(sizes).all(axis=1)
@@ -100,9 +106,9 @@ def check_xyxy(boxes: np.ndarray, keys: np.ndarray, sizes: np.ndarray, gt_boxes:
     spill_corners = _spill(corners[valid], sizes[valid]) if valid.any() else None
     iou_xywh = iou_corners = None
     if gt_boxes is not None and len(gt_boxes):
-        iou_xywh = float(best_iou(boxes, keys, gt_boxes, gt_keys).mean())
-        iou_corners = float(np.where(valid, best_iou(np.where(valid[:, None], corners, 0.0), keys, gt_boxes,
-                                                     gt_keys), 0.0).mean())
+        iou_xywh = _mean(best_iou(boxes, keys, gt_boxes, gt_keys))
+        iou_corners = _mean(np.where(valid, best_iou(np.where(valid[:, None], corners, 0.0), keys, gt_boxes,
+                                                     gt_keys), 0.0))
     share = float(valid.mean())
     check = XyxyCheck(n, share, spill_xywh, spill_corners, iou_xywh, iou_corners, False, "")
     if share < 1.0:
