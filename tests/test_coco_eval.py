@@ -1,4 +1,5 @@
-"""bench.metrics.coco: hand-derived values, the DESIGN.md §5 pitfalls, properties, faster-coco-eval parity.
+"""bench.metrics.coco: hand-derived values, the docs/design.md §5 pitfalls, input checks, properties
+(parity with a plain pycocotools call: tests/test_coco_parity.py; tie bounds: tests/test_coco_ties.py).
 
 Hand values: with one category, pycocotools' AP is the mean over 10 IoU thresholds of the interpolated
 precision at 101 recall points; a detector that finds k of n objects with precision 1 and nothing else
@@ -70,7 +71,7 @@ def test_false_positive_ranked_first_halves_precision():
 
 
 def test_restricting_img_ids_to_predicted_images_inflates_ap():
-    """The DESIGN.md §5 probe: raw COCOeval with imgIds = predicted images says 1.0; the truth is 67/101."""
+    """The docs/design.md §5 probe: raw COCOeval with imgIds = predicted images says 1.0; the truth is 67/101."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -341,52 +342,6 @@ def test_detection_on_an_image_without_gt_never_raises_nor_raises_ap(scene, data
     for name, value in base.stats.items():
         if name.startswith("AP") and value is not None:
             assert more.stats[name] <= value + EPS, name
-
-
-@settings(max_examples=40)
-@given(scenes(max_images=6))
-def test_faster_backend_matches_pycocotools(scene):
-    gt, dets = scene
-    a = evaluate_detections(gt, dets, backend="pycocotools")
-    b = evaluate_detections(gt, dets, backend="faster")
-    for name in DET_STAT_NAMES:
-        assert (a.stats[name] is None) == (b.stats[name] is None), name
-        if a.stats[name] is not None:
-            assert abs(a.stats[name] - b.stats[name]) <= 1e-12, name
-    for name, value in a.per_class_ap.items():
-        assert (value is None and b.per_class_ap[name] is None) or abs(value - b.per_class_ap[name]) <= 1e-12
-    assert (a.num_images, a.num_gt, a.num_predictions) == (b.num_images, b.num_gt, b.num_predictions)
-
-
-@settings(max_examples=20)
-@given(st.data())
-def test_faster_backend_matches_pycocotools_on_keypoints(data):
-    """3-keypoint objects (some unlabelled, some crowd) and jittered / random keypoint detections."""
-    images, anns, dets = [], [], []
-    for i in range(data.draw(st.integers(1, 4))):
-        images.append({"id": i + 1, "width": 120, "height": 100})
-        for _ in range(data.draw(st.integers(0, 3))):
-            x, y = data.draw(st.integers(0, 60)), data.draw(st.integers(0, 50))
-            kps = [x + 5, y + 5, 2, x + 40, y + 10, data.draw(st.sampled_from([0, 1, 2])), x + 20, y + 40, 2]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "bbox": [x, y, 50, 45],
-                         "area": float(data.draw(st.integers(500, 9000))), "keypoints": kps,
-                         "iscrowd": int(data.draw(st.integers(0, 9)) == 0)})
-            if data.draw(st.booleans()):
-                j = data.draw(st.integers(-3, 3))
-                dets.append({"image_id": i + 1, "category_id": 1,
-                             "keypoints": [v + (j if k % 3 != 2 else 0) for k, v in enumerate(kps)]})
-        for _ in range(data.draw(st.integers(0, 2))):
-            x, y = data.draw(st.integers(0, 100)), data.draw(st.integers(0, 80))
-            dets.append({"image_id": i + 1, "category_id": 1, "keypoints": [x, y, 1, x + 10, y, 1, x, y + 10, 1]})
-    for d in dets:
-        d["score"] = data.draw(st.sampled_from([0.5, 1.0]))
-    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
-    a, b = (evaluate_detections(gt, dets, iou_type="keypoints", kpt_oks_sigmas=[0.05, 0.08, 0.1], backend=k)
-            for k in ("pycocotools", "faster"))
-    for name in KPT_STAT_NAMES:
-        assert (a.stats[name] is None) == (b.stats[name] is None), name
-        if a.stats[name] is not None:
-            assert abs(a.stats[name] - b.stats[name]) <= 1e-12, name
 
 
 def _uncompressed_rle(mask):
