@@ -4,36 +4,18 @@ must hold every result (soundness), and where no tied run changes the matching (
 and AP75 bounds must equal the brute-force extremes (exactness)."""
 
 import itertools
-import math
 import warnings
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from bench.benchmarks.evaluation import count_tie_orders as num_orders, tie_orders
 from bench.metrics.coco import CocoTieWarning, evaluate_detections
 from bench.metrics.coco_peer import direct_call as pycocotools_direct
 
 STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR1": 6, "AR10": 7, "AR100": 8}
 MAX_ORDERS = 120
-
-
-def tie_orders(dets):
-    """Every order of each category's tied detections, as detection lists with distinct scores."""
-    groups = {}
-    for i, d in enumerate(dets):
-        groups.setdefault((d["category_id"], d["score"]), []).append(i)
-    groups = list(groups.values())
-    for combo in itertools.product(*[itertools.permutations(g) for g in groups]):
-        rank = {i: r for perm in combo for r, i in enumerate(perm)}
-        yield [{**d, "score": d["score"] - rank[i] * 1e-6} for i, d in enumerate(dets)]
-
-
-def num_orders(dets):
-    sizes = {}
-    for d in dets:
-        sizes[(d["category_id"], d["score"])] = sizes.get((d["category_id"], d["score"]), 0) + 1
-    return math.prod(math.factorial(v) for v in sizes.values())
 
 
 @st.composite

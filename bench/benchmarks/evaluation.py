@@ -106,7 +106,8 @@ def _tied_scene(rng: np.random.Generator) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}, dets
 
 
-def _tie_orders(dets):
+def tie_orders(dets: list[dict]):
+    """Every order of each category's tied detections, as detection lists whose distinct scores keep it."""
     groups: dict = {}
     for i, d in enumerate(dets):
         groups.setdefault((d["category_id"], d["score"]), []).append(i)
@@ -114,6 +115,14 @@ def _tie_orders(dets):
     for combo in itertools.product(*[itertools.permutations(g) for g in groups]):
         rank = {i: r for perm in combo for r, i in enumerate(perm)}
         yield [{**d, "score": d["score"] - rank[i] * 1e-6} for i, d in enumerate(dets)]
+
+
+def count_tie_orders(dets: list[dict]) -> int:
+    """How many orders `tie_orders` yields: the product of each tied group's factorial."""
+    sizes: dict = {}
+    for d in dets:
+        sizes[(d["category_id"], d["score"])] = sizes.get((d["category_id"], d["score"]), 0) + 1
+    return math.prod(math.factorial(v) for v in sizes.values())
 
 
 def _brute_force(num_scenes: int, seed: int, max_orders: int = 120) -> dict:
@@ -124,16 +133,12 @@ def _brute_force(num_scenes: int, seed: int, max_orders: int = 120) -> dict:
     with Progress(total=num_scenes, desc="tie brute force", unit="scene") as bar:
         while out["scenes"] < num_scenes:
             gt, dets = _tied_scene(rng)
-            sizes: dict = {}
-            for d in dets:
-                sizes[(d["category_id"], d["score"])] = sizes.get((d["category_id"], d["score"]), 0) + 1
-            count = math.prod(math.factorial(v) for v in sizes.values())
-            if not 2 <= count <= max_orders:
+            if not 2 <= count_tie_orders(dets) <= max_orders:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = evaluate_detections(gt, dets).ties
-            runs = np.array([direct_call(gt, o)[0][list(TIE_STATS.values())] for o in _tie_orders(dets)])
+            runs = np.array([direct_call(gt, o)[0][list(TIE_STATS.values())] for o in tie_orders(dets)])
             out["scenes"] += 1
             out["orders"] += len(runs)
             for j, name in enumerate(TIE_STATS):
