@@ -43,7 +43,8 @@ from bench.metrics.coco_checks import (COCO_KPT_OKS_SIGMAS, DET_STAT_NAMES, KPT_
                                        Findings, GroundTruth, boxes_xywh_to_xyxy, boxes_xyxy_to_xywh,
                                        check_options, prepare_ground_truth, some, stat_names)
 from bench.metrics.coco_dets import Detections, prepare_detections
-from bench.metrics.coco_ties import PairEval, TieSensitivity, has_ties, tie_sensitivity, tie_stat_names
+from bench.metrics.coco_tie_inputs import from_faster, from_pycocotools, nonempty_pairs, objects_of
+from bench.metrics.coco_ties import TieSensitivity, has_ties, tie_sensitivity, tie_stat_names
 from bench.metrics.coco_xyxy import XyxyCheck, check_xyxy
 
 __all__ = ["CocoEvaluation", "CocoInputWarning", "CocoTieWarning", "TieSensitivity", "XyxyCheck",
@@ -136,7 +137,7 @@ def _evaluate(gt, detections, iou_type, backend, max_per_image, kpt_oks_sigmas, 
     if iou_type == "keypoints":
         sigmas = np.asarray(COCO_KPT_OKS_SIGMAS if kpt_oks_sigmas is None else kpt_oks_sigmas, np.float64)
     run = _run_faster if backend == "faster" else _run_pycocotools
-    raw_stats, precision, evaluator = run(gtp.data, dets.results, iou_type, sigmas, ties_needed)
+    raw_stats, precision, evaluator = run(gtp.data, dets.results, iou_type, sigmas)
 
     names = stat_names(iou_type)
     stats = {n: (None if v == -1 else float(v)) for n, v in zip(names, np.asarray(raw_stats).tolist())}
@@ -199,48 +200,29 @@ def _xyxy(gtp: GroundTruth, dets: Detections, findings: Findings) -> XyxyCheck:
 def _tie_report(evaluator, backend: str, gtp: GroundTruth, dets: Detections, labels, iou_type) -> TieSensitivity:
     """Tie bounds from the backend's per-image evaluation (area "all", largest maxDets)."""
     p = evaluator.params
-    T, I, A = len(p.iouThrs), len(p.imgIds), len(p.areaRng)
-    cat_ids = [int(c) for c in p.catIds]
-    order = np.lexsort((np.arange(len(dets.scores)), -dets.scores, dets.image_ids, dets.category_ids))
-    keys = list(zip(dets.category_ids[order].tolist(), dets.image_ids[order].tolist()))
-    by_pair: dict[tuple[int, int], list[float]] = {}
-    for key, s in zip(keys, dets.scores[order].tolist()):
-        by_pair.setdefault(key, []).append(s)
-    crowd: dict[tuple[int, int], list[tuple[bool, bool]]] = {}  # (crowd, ignored at area "all") per object
-    lo, hi = p.areaRng[0]
-    for a in gtp.data["annotations"]:
-        ignored = bool(a["iscrowd"]) or not lo <= a["area"] <= hi or (iou_type == "keypoints" and a["num_keypoints"] == 0)
-        crowd.setdefault((a["category_id"], a["image_id"]), []).append((bool(a["iscrowd"]), ignored))
+    img_ids = np.asarray(p.imgIds, dtype=np.int64)
+    cat_ids = np.asarray(p.catIds, dtype=np.int64)
+    d_cat, d_img = np.searchsorted(cat_ids, dets.category_ids), np.searchsorted(img_ids, dets.image_ids)
+    anns = gtp.data["annotations"]
+    g_cat = np.searchsorted(cat_ids, np.asarray([a["category_id"] for a in anns], np.int64))
+    g_img = np.searchsorted(img_ids, np.asarray([a["image_id"] for a in anns], np.int64))
+    pairs = nonempty_pairs(np.concatenate([d_cat, g_cat]), np.concatenate([d_img, g_img]))
+    order = np.lexsort((np.arange(len(dets.scores)), -dets.scores, d_img, d_cat))  # evaluation order per pair
+    sorted_scores = dets.scores[order]
+    key = d_cat[order] * len(img_ids) + d_img[order]  # non-decreasing
+    objects = objects_of(anns, p.areaRng[0], iou_type == "keypoints")
 
-    def pair_scores(k, image):
-        return np.asarray(by_pair.get((cat_ids[k], image), []), dtype=np.float64)
+    def pair_spans(k, images):
+        wanted = k * len(img_ids) + np.searchsorted(img_ids, np.asarray(images, np.int64))
+        return sorted_scores, np.searchsorted(key, wanted, "left"), np.searchsorted(key, wanted, "right")
 
     def pair_objects(k, image):
-        flags = np.asarray(crowd.get((cat_ids[k], image), []), bool).reshape(-1, 2)
-        return evaluator.ious.get((image, cat_ids[k]), []), flags[:, 0], flags[:, 1]
+        flags = objects.get((int(cat_ids[k]), int(image)), np.zeros((0, 2), bool))
+        return evaluator.ious.get((image, int(cat_ids[k])), []), flags[:, 0], flags[:, 1]
 
-    def pairs():
-        for k in range(len(cat_ids)):
-            for i in range(I):
-                index = k * A * I + i  # area index 0 ("all")
-                if backend == "faster":
-                    dm, _, scores, gt_ignore, di, _ = evaluator._evalImgs_cpp[index].__getstate__()
-                    if not scores and not gt_ignore:
-                        continue
-                    d = len(scores)
-                    yield PairEval(k, p.imgIds[i], np.asarray(scores, np.float64), np.asarray(dm).reshape(T, d) > 0,
-                                   np.asarray(di, bool).reshape(T, d), int(len(gt_ignore) - np.count_nonzero(gt_ignore)))
-                else:
-                    e = evaluator.evalImgs[index]
-                    if e is None:
-                        continue
-                    yield PairEval(k, e["image_id"], np.asarray(e["dtScores"], np.float64),
-                                   np.asarray(e["dtMatches"]).reshape(T, -1) > 0,
-                                   np.asarray(e["dtIgnore"]).reshape(T, -1) > 0,
-                                   int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)))
-
-    return tie_sensitivity(pairs(), len(cat_ids), labels, np.asarray(p.iouThrs), np.asarray(p.recThrs),
-                           [int(m) for m in p.maxDets], pair_scores, pair_objects, iou_type)
+    gather = from_faster if backend == "faster" else from_pycocotools
+    return tie_sensitivity(gather(evaluator, pairs), len(cat_ids), labels, np.asarray(p.iouThrs),
+                           np.asarray(p.recThrs), [int(m) for m in p.maxDets], pair_spans, pair_objects, iou_type)
 
 
 def _configure(evaluator, gt_data: dict[str, Any], sigmas: np.ndarray | None) -> None:
@@ -267,7 +249,7 @@ def _build(coco_cls, gt_data: dict[str, Any], results: list[dict[str, Any]]):
     return coco_gt, coco_dt
 
 
-def _run_pycocotools(gt_data, results, iou_type, sigmas, keep_images):
+def _run_pycocotools(gt_data, results, iou_type, sigmas):
     """(stats, precision (T, R, K, A, M), evaluator) from pycocotools' COCOeval, its prints silenced."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -282,9 +264,8 @@ def _run_pycocotools(gt_data, results, iou_type, sigmas, keep_images):
     return np.asarray(evaluator.stats), np.asarray(evaluator.eval["precision"]), evaluator
 
 
-def _run_faster(gt_data, results, iou_type, sigmas, keep_images):
-    """(stats, precision, evaluator) from faster-coco-eval's C++ COCOeval_faster (same params); with
-    keep_images its per-image evaluation is kept (separate_eval) for the tie report."""
+def _run_faster(gt_data, results, iou_type, sigmas):
+    """(stats, precision, evaluator) from faster-coco-eval's C++ COCOeval_faster (same params)."""
     try:
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError as err:  # optional dependency
@@ -295,8 +276,7 @@ def _run_faster(gt_data, results, iou_type, sigmas, keep_images):
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt, coco_dt = _build(COCO, gt_data, results)
-        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=quiet,
-                                    separate_eval=bool(keep_images))
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=quiet)
         _configure(evaluator, gt_data, sigmas)
         evaluator.evaluate()
         evaluator.accumulate()

@@ -296,9 +296,9 @@ def prepare_ground_truth(gt: Mapping[str, Any], iou_type: str, num_keypoints: in
     for j, a in enumerate(kept):
         i = int(keep[j])
         b = {"id": j + 1, "image_id": int(a_img[i]), "category_id": int(a_cat[i]), "area": float(areas[j]),
-             "iscrowd": crowd[j], payload: copy.deepcopy(a[payload])}
+             "iscrowd": crowd[j], payload: _copied(a[payload])}
         if iou_type == "keypoints":
-            b["bbox"] = copy.deepcopy(a["bbox"])
+            b["bbox"] = _copied(a["bbox"])
             b["num_keypoints"] = a["num_keypoints"] if "num_keypoints" in a else int(
                 np.count_nonzero(np.asarray(a["keypoints"], np.float64)[2::3] > 0))
         new_anns.append(b)
@@ -307,6 +307,13 @@ def prepare_ground_truth(gt: Mapping[str, Any], iou_type: str, num_keypoints: in
     new_cats = [{"id": i, "name": names[i]} for i in sorted(last_cat)]
     data = {"images": new_images, "annotations": new_anns, "categories": new_cats}
     return GroundTruth(data, image_space, cat_space, sizes, labels, num_dropped=len(anns) - len(kept))
+
+
+def _copied(value: Any) -> Any:
+    """A private copy: a flat list of numbers is copied shallowly (fast), anything else deeply."""
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return list(value)
+    return copy.deepcopy(value)
 
 
 def _check_gt_segmentation(seg: Any, size_wh: tuple[float, float], name: str) -> None:

@@ -40,6 +40,7 @@ class PairBounds:
     may_fp: np.ndarray  # (T, n) bool: a miss in some order
     may_non_tp: np.ndarray  # (T, n) bool: not a match (miss, ignored or left out) in some order
     conflicting: int  # runs of this pair whose order changes the matching
+    num_gt: int = 0  # objects of the pair that are not ignored
 
 
 def runs(scores: np.ndarray) -> np.ndarray:

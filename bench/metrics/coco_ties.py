@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from bench.metrics.coco_tie_inputs import CategoryEval
 from bench.metrics.coco_tie_pairs import PairEval, pair_bounds, runs
 
 __all__ = ["TieSensitivity", "PairEval", "has_ties", "tie_sensitivity", "tie_stat_names"]
@@ -105,75 +106,125 @@ def _lower_curve(tp: np.ndarray, fp: np.ndarray, num_gt: int, rec_thrs: np.ndarr
     return np.where(inds < len(tp), env[np.minimum(inds, len(tp) - 1)], 0.0)
 
 
-def tie_sensitivity(pairs: Iterable[PairEval], num_categories: int, labels: list[str], thresholds: np.ndarray,
-                    rec_thrs: np.ndarray, max_dets: list[int], pair_scores: Callable[[int, Any], np.ndarray],
+def tie_sensitivity(categories: Iterable[CategoryEval], num_categories: int, labels: list[str],
+                    thresholds: np.ndarray, rec_thrs: np.ndarray, max_dets: list[int],
+                    pair_spans: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]],
                     pair_objects: Callable[[int, Any], tuple[Any, np.ndarray, np.ndarray]],
                     iou_type: str) -> TieSensitivity:
     """Bounds of the tie-order-dependent stats from the backend's per-image evaluation.
 
-    pair_scores(k, image): (n,) every score of the pair in evaluation order (beyond the maxDets cut too);
+    pair_spans(k, images): (all scores of the category's detections in evaluation order per pair, beyond the
+    maxDets cut too (n,), start (P,), stop (P,)) for the given images;
     pair_objects(k, image): (ious (D, G), crowd (G,), ignored (G,)) for the evaluated detections."""
     T = len(thresholds)
-    per_cat: list[list[PairEval]] = [[] for _ in range(num_categories)]
-    for p in pairs:
-        per_cat[p.k].append(p)
     count = {"groups": 0, "tied": 0, "straddling": 0, "conflicting": 0}
     ap = {"low": np.full((T, num_categories), np.nan), "high": np.full((T, num_categories), np.nan)}
     recall = {s: np.full((len(max_dets), T, num_categories), np.nan) for s in ("low", "high")}
-    for k, plist in enumerate(per_cat):
-        parts = []
-        for j, p in enumerate(plist):
-            all_scores = pair_scores(k, p.image)
-            cut = bool(len(p.scores) and len(all_scores) > len(p.scores) and all_scores[len(p.scores)] == p.scores[-1])
-            tied_inside = len(p.scores) > 1 and bool(np.any(p.scores[1:] == p.scores[:-1]))
-            objects = pair_objects(k, p.image) if tied_inside else None
-            b = pair_bounds(p, objects, thresholds, all_scores[len(p.scores):] if cut else np.zeros(0))
-            count["conflicting"] += b.conflicting
-            parts.append((b, np.full(len(b.scores), j), np.full(len(b.scores), p.num_gt)))
-        if not parts:
-            continue
-        num_gt = sum(p.num_gt for p in plist)
-        scores = np.concatenate([b.scores for b, _, _ in parts])
-        inc = {key: np.concatenate([getattr(b, key) for b, _, _ in parts], axis=1)
-               for key in ("up_tp", "lo_fp", "lo_tp", "up_fp", "may_tp", "may_fp", "may_non_tp")}
-        pair = np.concatenate([x for _, x, _ in parts])
-        pair_gt = np.concatenate([x for _, _, x in parts])
-        pos = np.concatenate([np.arange(len(b.scores)) for b, _, _ in parts])
-
+    first_threshold = min(float(thresholds[0]), 1 - 1e-10)
+    for ce in categories:
+        k, num_gt = ce.k, int(ce.num_gt.sum())
+        special = _special_pairs(ce, pair_spans, pair_objects, thresholds, first_threshold)
+        count["conflicting"] += sum(b.conflicting for b in special.values())
+        scores, inc, pair, pos, pair_gt = _assemble(ce, special)
         order = np.argsort(-scores, kind="mergesort")
         level = runs(scores[order])  # category-level runs of equal scores
         sizes = np.bincount(level)
         count["groups"] += int((sizes >= 2).sum())
         count["tied"] += int(sizes[sizes >= 2].sum())
-        mixed = np.zeros(len(sizes), dtype=bool)
-        for t in range(T):
-            mixed |= (np.bincount(level, inc["may_tp"][t, order], len(sizes)) > 0) & \
-                     (np.bincount(level, inc["may_fp"][t, order], len(sizes)) > 0)
-        count["straddling"] += int((mixed & (sizes >= 2)).sum())
+        mixed = (_per_group(level, inc["may_tp"][:, order], len(sizes)) > 0) & \
+                (_per_group(level, inc["may_fp"][:, order], len(sizes)) > 0)  # (T, L)
+        count["straddling"] += int((mixed.any(axis=0) & (sizes >= 2)).sum())
         if num_gt == 0:
             continue
         ends = np.flatnonzero(np.diff(np.concatenate([level, [len(sizes)]])))  # last index of each level
+        cum = {key: np.cumsum(inc[key][:, order], axis=1)[:, ends] for key in ("up_tp", "lo_fp", "lo_tp", "up_fp")}
         for t in range(T):
-            cum = {key: np.cumsum(inc[key][t, order])[ends] for key in ("up_tp", "lo_fp", "lo_tp", "up_fp")}
-            ap["high"][t, k] = _upper_curve(cum["up_tp"], cum["lo_fp"], num_gt, rec_thrs).mean()
-            ap["low"][t, k] = _lower_curve(cum["lo_tp"], cum["up_fp"], num_gt, rec_thrs).mean()
+            ap["high"][t, k] = _upper_curve(cum["up_tp"][t], cum["lo_fp"][t], num_gt, rec_thrs).mean()
+            ap["low"][t, k] = _lower_curve(cum["lo_tp"][t], cum["up_fp"][t], num_gt, rec_thrs).mean()
         within = runs(scores) + pair * (len(scores) + 1)  # pair-level runs (never shared by two pairs)
         first, last = np.searchsorted(within, within, "left"), np.searchsorted(within, within, "right")
         run_start, run_end = pos - (np.arange(len(pos)) - first), pos - (np.arange(len(pos)) - last)
-        caps = np.zeros(len(plist))
+        num_pairs = len(ce.images) + len(special)
+        caps = np.zeros(num_pairs)
         caps[pair] = pair_gt  # no image matches more objects than it has
         for mi, m in enumerate(max_dets):
             certain, straddle = run_end <= m, (run_start < m) & (run_end > m)
-            slots = np.zeros(len(plist))
+            slots = np.zeros(num_pairs)
             slots[pair[straddle]] = m - run_start[straddle]
-            for t in range(T):
-                hi = np.bincount(pair[certain], inc["up_tp"][t][certain], len(plist)) + np.minimum(
-                    slots, np.bincount(pair[straddle], inc["may_tp"][t][straddle], len(plist)))
-                lo = np.bincount(pair[certain], inc["lo_tp"][t][certain], len(plist)) + np.maximum(
-                    0, slots - np.bincount(pair[straddle], inc["may_non_tp"][t][straddle], len(plist)))
-                recall["high"][mi, t, k] = np.minimum(hi, caps).sum() / num_gt
-                recall["low"][mi, t, k] = lo.sum() / num_gt
+            hi = _per_group(pair[certain], inc["up_tp"][:, certain], num_pairs) + np.minimum(
+                slots, _per_group(pair[straddle], inc["may_tp"][:, straddle], num_pairs))  # (T, P)
+            lo = _per_group(pair[certain], inc["lo_tp"][:, certain], num_pairs) + np.maximum(
+                0, slots - _per_group(pair[straddle], inc["may_non_tp"][:, straddle], num_pairs))
+            recall["high"][mi, :, k] = np.minimum(hi, caps).sum(axis=1) / num_gt
+            recall["low"][mi, :, k] = lo.sum(axis=1) / num_gt
     return _result(ap, recall, count, labels, max_dets, iou_type, T)
+
+
+def _per_group(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """(T, n) sums of values (T, N) over the columns of each group id (N,) in 0..n-1."""
+    T = values.shape[0]
+    flat = (group[None, :] + n * np.arange(T)[:, None]).ravel()
+    return np.bincount(flat, values.astype(float).ravel(), T * n).reshape(T, n)
+
+
+def _shares_an_object(scores: np.ndarray, objects, threshold: float) -> bool:
+    """Whether two tied detections of the pair could claim the same non-crowd object at the loosest threshold."""
+    if objects is None:
+        return False
+    ious, crowd, _ = objects
+    m = np.asarray(ious, dtype=np.float64)
+    if m.size == 0:
+        return False
+    run_of = runs(scores)
+    tied = np.bincount(run_of)[run_of] >= 2
+    cand = (m.reshape(len(scores), -1)[tied] >= threshold) & ~np.asarray(crowd, bool)[None, :]
+    rid = run_of[tied]
+    starts = np.flatnonzero(np.concatenate([[True], rid[1:] != rid[:-1]]))
+    return bool((np.add.reduceat(cand.astype(np.int64), starts, axis=0) >= 2).any())
+
+
+def _special_pairs(ce: CategoryEval, pair_spans, pair_objects, thresholds, first_threshold) -> dict:
+    """Bounds of the pairs whose outcomes a tie order can change: a tied run cut by maxDets, or tied
+    detections that could claim one object. {pair index: PairBounds}."""
+    P = len(ce.images)
+    sizes = np.bincount(ce.pair, minlength=P)
+    first = np.cumsum(sizes) - sizes
+    all_scores, start, stop = pair_spans(ce.k, ce.images)
+    nxt = np.minimum(start + sizes, len(all_scores) - 1) if len(all_scores) else start
+    last = np.maximum(start + sizes - 1, 0)
+    cut = (sizes > 0) & (stop - start > sizes) & (all_scores[nxt] == all_scores[last]) if len(all_scores) else sizes < 0
+    same = (ce.scores[1:] == ce.scores[:-1]) & (ce.pair[1:] == ce.pair[:-1])
+    out = {}
+    for j in sorted(set(np.flatnonzero(cut).tolist()) | set(np.unique(ce.pair[1:][same]).tolist())):
+        sl = slice(int(first[j]), int(first[j] + sizes[j]))
+        p = PairEval(ce.k, ce.images[j], ce.scores[sl], ce.matched[:, sl], ce.ignored[:, sl], int(ce.num_gt[j]))
+        objects = pair_objects(ce.k, p.image) if sizes[j] > 1 and np.any(p.scores[1:] == p.scores[:-1]) else None
+        if not cut[j] and not _shares_an_object(p.scores, objects, first_threshold):
+            continue
+        extra = all_scores[start[j] + sizes[j]:stop[j]] if cut[j] else np.zeros(0)
+        out[j] = pair_bounds(p, objects, thresholds, extra[extra == p.scores[-1]])
+        out[j].num_gt = p.num_gt
+    return out
+
+
+def _assemble(ce: CategoryEval, special: dict):
+    """Category-wide arrays, pair-major: scores (N,), increments and flags {key: (T, N)}, pair (N,), position
+    in the pair (N,), the pair's objects (N,). Outcomes of the other pairs are exact, vectorised here;
+    the special pairs' columns are replaced by their bounds (under new pair indices, after the others)."""
+    plain = ~np.isin(ce.pair, list(special)) if special else np.ones(len(ce.pair), dtype=bool)
+    tp = (ce.matched & ~ce.ignored)[:, plain].astype(float)
+    fp = (~ce.matched & ~ce.ignored)[:, plain].astype(float)
+    base = {"up_tp": tp, "lo_fp": fp, "lo_tp": tp, "up_fp": fp, "may_tp": tp > 0, "may_fp": fp > 0,
+            "may_non_tp": tp == 0}
+    bounds = list(special.values())
+    inc = {key: np.concatenate([value] + [getattr(b, key) for b in bounds], axis=1) for key, value in base.items()}
+    P = len(ce.images)
+    extra_sizes = [len(b.scores) for b in bounds]
+    pair = np.concatenate([ce.pair[plain], np.repeat(P + np.arange(len(bounds)), extra_sizes)]).astype(np.int64)
+    pos = np.concatenate([ce.pos[plain]] + [np.arange(n) for n in extra_sizes]).astype(np.int64)
+    pair_gt = np.concatenate([ce.num_gt[ce.pair[plain]], np.repeat([b.num_gt for b in bounds], extra_sizes)])
+    scores = np.concatenate([ce.scores[plain]] + [b.scores for b in bounds])
+    return scores, inc, pair, pos, pair_gt
 
 
 def _result(ap, recall, count, labels, max_dets, iou_type, T) -> TieSensitivity:

@@ -102,18 +102,16 @@ def check_xyxy(boxes: np.ndarray, keys: np.ndarray, sizes: np.ndarray, gt_boxes:
         return XyxyCheck(0, 0.0, None, None, None, None, False, "no boxes")
     corners = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # read as x0, y0, x1, y1
     valid = (corners[:, 2:] >= 0).all(axis=1)
-    spill_xywh = _spill(boxes, sizes)
-    spill_corners = _spill(corners[valid], sizes[valid]) if valid.any() else None
+    share = float(valid.mean())
+    if share < 1.0:  # settled: no need for the overlap (the common case, and the cheap one)
+        return XyxyCheck(n, share, None, None, None, None, False,
+                         f"{n - int(valid.sum())} of {n} boxes cannot be corners (x1 < x0 or y1 < y0)")
+    spill_xywh, spill_corners = _spill(boxes, sizes), _spill(corners, sizes)
     iou_xywh = iou_corners = None
     if gt_boxes is not None and len(gt_boxes):
         iou_xywh = _mean(best_iou(boxes, keys, gt_boxes, gt_keys))
-        iou_corners = _mean(np.where(valid, best_iou(np.where(valid[:, None], corners, 0.0), keys, gt_boxes,
-                                                     gt_keys), 0.0))
-    share = float(valid.mean())
+        iou_corners = _mean(best_iou(corners, keys, gt_boxes, gt_keys))
     check = XyxyCheck(n, share, spill_xywh, spill_corners, iou_xywh, iou_corners, False, "")
-    if share < 1.0:
-        check.reason = f"{n - int(valid.sum())} of {n} boxes cannot be corners (x1 < x0 or y1 < y0)"
-        return check
     if iou_xywh is not None and max(iou_xywh, iou_corners) >= NO_OVERLAP:
         check.looks_xyxy = iou_corners >= iou_xywh + IOU_MARGIN
         check.reason = (f"all {n} boxes read as corners; mean best IoU with the ground truth {iou_corners:.3f} "
