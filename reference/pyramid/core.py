@@ -1,4 +1,4 @@
-"""The two pipelines of the sigma-halving claim, with every choice written down (DESIGN.md §6).
+"""The two pipelines of the sigma-halving claim, with every choice written down (docs/design.md §6).
 
 P1 = pyrDown(GaussianBlur(image, S))   blur at full resolution, then one pyramid step
 P2 = GaussianBlur(pyrDown(image), s2)  one pyramid step, then blur at half resolution
