@@ -1,4 +1,4 @@
-"""Properties of the sigma-halving reference (reference/pyramid), tolerances from DESIGN.md §6 and
+"""Properties of the sigma-halving reference (reference/pyramid), tolerances from docs/design.md §6 and
 from the measurements in reports/sigma.md."""
 
 import math
