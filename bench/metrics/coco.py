@@ -90,8 +90,8 @@ def evaluate_detections(gt: Mapping[str, Any], detections: Sequence[Mapping[str,
     """COCO metrics of `detections` (COCO result dicts: image_id, category_id, score and `bbox` [x, y, w, h]
     / `segmentation` RLE / `keypoints` [x, y, v] * K) against the COCO ground-truth dict `gt`.
 
-    max_per_image: keep this many top-scoring detections per image, ties in input order (None: no cap,
-        as pycocotools). kpt_oks_sigmas: keypoint OKS sigmas (K,), default pycocotools' 17 person sigmas.
+    max_per_image: keep this many top-scoring detections per image, ties at the cut in input order (None:
+        no cap, as pycocotools; the tie report does not cover the cap's own cut). kpt_oks_sigmas: keypoint OKS sigmas (K,), default pycocotools' 17 person sigmas.
     strict: suspicious input raises ValueError instead of a CocoInputWarning.
     tie_report: bound the stats over every order of tied scores (CocoEvaluation.ties).
     xyxy_check: read bbox detections both ways (CocoEvaluation.xyxy); a warning when they look xyxy.
