@@ -184,8 +184,11 @@ def _xyxy(gtp: GroundTruth, dets: Detections, findings: Findings) -> XyxyCheck:
     gt_img = np.asarray([a["image_id"] for a in anns], dtype=np.int64)
     gt_keys = _pair_keys(gt_img, np.asarray([a["category_id"] for a in anns], dtype=np.int64), gtp)
 
+    ids = np.asarray(sorted(gtp.sizes), dtype=np.int64)
+    table = np.asarray([gtp.sizes[i] for i in ids.tolist()], dtype=np.float64).reshape(-1, 2)  # (I, 2)
+
     def sizes(image_ids):
-        return np.asarray([gtp.sizes[i] for i in image_ids.tolist()], dtype=np.float64).reshape(-1, 2)
+        return table[np.searchsorted(ids, image_ids)]  # (N, 2) width, height of each item's image
 
     gt_check = check_xyxy(gt_boxes, gt_keys, sizes(gt_img))
     if gt_check.looks_xyxy:
