@@ -22,11 +22,12 @@ __all__ = ["PIX2SEQ", "Pix2SeqReference", "evaluate_table", "load_implementation
 load_implementation = load_object
 
 
-def evaluate_table(gt: Mapping[str, Any], table: pd.DataFrame) -> dict[str, Any]:
-    """COCO bbox metrics of a prediction table: the 12 named stats (None where undefined) and counts."""
+def evaluate_table(gt: Mapping[str, Any], table: pd.DataFrame, strict: bool = False) -> dict[str, Any]:
+    """COCO bbox metrics of a prediction table: the 12 named stats (None where undefined) and counts;
+    strict: suspicious COCO input raises (vsbench run --strict)."""
     from bench.metrics.coco import evaluate_detections
 
-    result = evaluate_detections(gt, detections_to_coco(table, gt), iou_type="bbox")
+    result = evaluate_detections(gt, detections_to_coco(table, gt), iou_type="bbox", strict=strict)
     return {**result.stats, "num_images": result.num_images, "num_gt": result.num_gt,
             "num_predictions": result.num_predictions}
 

@@ -57,10 +57,10 @@ def _gt() -> dict:
             "categories": [{"id": 1, "name": "thing"}]}
 
 
-def _evaluate(detections, gt=None):
+def _evaluate(detections, gt=None, **options):
     from bench.metrics.coco import evaluate_detections
 
-    return evaluate_detections(gt or _gt(), detections)
+    return evaluate_detections(gt or _gt(), detections, **options)
 
 
 def _det(bbox, image_id=1, category_id=1):
@@ -135,17 +135,18 @@ BAD_INPUTS: list[BadInput] = [
              _missing_path, FileNotFoundError, r"no-such-folder"),
     BadInput("unknown-image-id", "a detection for image id 99, not in the ground truth", "ValueError naming id 99",
              lambda tmp: _evaluate(_det([1, 1, 5, 5], image_id=99)), ValueError, r"99"),
-    BadInput("unknown-category-id", "a detection of category id 42, not in the ground truth",
-             "ValueError naming id 42", lambda tmp: _evaluate(_det([1, 1, 5, 5], category_id=42)), ValueError, r"42"),
+    BadInput("unknown-category-id", "a detection of category id 42, not in the ground truth (--strict; by default a "
+             "warning, as pycocotools never evaluates it)", "ValueError naming id 42",
+             lambda tmp: _evaluate(_det([1, 1, 5, 5], category_id=42), strict=True), ValueError, r"42"),
     BadInput("nan-box", "a detection box with NaN", "ValueError naming the box",
              lambda tmp: _evaluate(_det([1, float("nan"), 5, 5])), ValueError, r"(?i)nan|finite"),
     BadInput("inf-box", "a detection box with inf", "ValueError naming the box",
              lambda tmp: _evaluate(_det([1, 1, float("inf"), 5])), ValueError, r"(?i)inf|finite"),
     BadInput("negative-box", "a detection box of negative width", "ValueError naming the box",
              lambda tmp: _evaluate(_det([10, 10, -5, 5])), ValueError, r"(?i)negative|width|size"),
-    BadInput("xyxy-as-xywh", "xyxy boxes [60, 60, 95, 95] passed as xywh on a 100 px image",
-             "ValueError saying the boxes look like xyxy", lambda tmp: _evaluate(_det([60, 60, 95, 95])),
-             ValueError, r"(?i)xyxy"),
+    BadInput("xyxy-as-xywh", "xyxy boxes [60, 60, 95, 95] passed as xywh on a 100 px image (--strict; by default a "
+             "warning beside pycocotools' number)", "ValueError saying the boxes look like xyxy",
+             lambda tmp: _evaluate(_det([60, 60, 95, 95]), strict=True), ValueError, r"(?i)xyxy"),
     BadInput("gt-annotation-id-0", "ground-truth annotation with id 0 (cocoapi #672), perfect detection",
              "no error; ids renumbered, AP = 1.0", _gt_id_zero, None, r"^(0\.9999999999|1\.0)"),
     BadInput("empty-predictions", "an empty prediction set", "no error; AP = 0.0 (not a crash in loadRes)",

@@ -1,4 +1,4 @@
-"""Properties of the sigma-halving reference (reference/pyramid), tolerances from DESIGN.md §6 and
+"""Properties of the sigma-halving reference (reference/pyramid), tolerances from docs/design.md §6 and
 from the measurements in reports/sigma.md."""
 
 import math
@@ -162,3 +162,61 @@ def test_residual_is_relative(a, b, c):
 def test_crop_odd():
     assert crop_odd(np.zeros((6, 7))).shape == (5, 7)
     assert crop_odd(np.zeros((9, 4))).shape == (9, 3)
+
+
+# -- best fit across kernel-size jumps, grey conversion ------------------------------------------------------
+def test_radius_pieces_cover_the_bounds_with_constant_kernel_size():
+    from reference.pyramid.analysis import kernel_radius_intervals
+
+    pieces = kernel_radius_intervals(9.0, 11.0)
+    assert pieces[0][0] == 9.0 and pieces[-1][1] == 11.0
+    assert all(b1 == a2 for (_, b1), (a2, _) in zip(pieces, pieces[1:]))
+    for a, b in pieces:  # one kernel size on (a, b] (kernel_size rounds 3 s to 9 decimals), the next above b
+        assert kernel_size(a + 1e-6) == kernel_size((a + b) / 2) == kernel_size(b)
+        if b < 11.0:
+            assert kernel_size(b + 1e-6) == kernel_size(b) + 2
+
+
+@pytest.mark.parametrize("S", [20, 40, 60])
+def test_best_fit_finds_the_minimum_at_a_kernel_size_jump(S):
+    """brick, full frame: s2 = S/2 sits exactly where the kernel radius jumps (3 * S/2 is an integer);
+    the residual there is the lowest, and the old single bounded search reported 0.50026 / 0.50060 / 0.50038."""
+    img = load_photo("brick")
+    sp = Spectrum(img)
+    fit = best_fit(img, S, region="full", spectrum=sp, bounds=(0.45, 0.55), xatol=1e-5)
+    at_half = residual(sp.p2(S / 2), sp.p1(S))
+    assert fit.ratio == 0.5 and fit.residual == at_half
+    just_above = residual(sp.p2(S / 2 * (1 + 1e-6)), sp.p1(S))
+    assert just_above > at_half  # the jump: the next kernel size is worse right away
+
+
+@pytest.mark.parametrize("name,S,region", [("brick", 20, "full"), ("coins", 7, "odd")])
+def test_best_fit_is_not_beaten_by_a_dense_grid(name, S, region):
+    from reference.pyramid.core import prepare
+
+    img = load_photo(name)
+    sp = Spectrum(prepare(img, region))
+    fit = best_fit(img, S, region=region, spectrum=sp, bounds=(0.45, 0.55), xatol=1e-5)
+    ref = sp.p1(S)
+    grid = np.linspace(0.45 * S, 0.55 * S, 161)
+    assert fit.residual <= min(residual(sp.p2(s), ref) for s in grid) + 1e-15
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket"])
+def test_grey_photos_equal_opencv(name):
+    import cv2
+    from skimage import data
+
+    rgb = getattr(data, name)()
+    np.testing.assert_array_equal(load_photo(name), cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY))
+
+
+@settings(max_examples=30)
+@given(x=arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([3, 4]))))
+def test_grey_conversion_equals_opencv_bit_for_bit(x):
+    import cv2
+
+    from reference.pyramid.core import to_gray
+
+    code = cv2.COLOR_RGB2GRAY if x.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+    np.testing.assert_array_equal(to_gray(x), cv2.cvtColor(np.ascontiguousarray(x), code))

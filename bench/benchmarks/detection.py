@@ -148,7 +148,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
     from bench.metrics.coco import evaluate_detections
     from reference.pix2seq.pipeline import detections_to_coco, prediction_table
 
-    evaluation = evaluate_detections(gt, detections_to_coco(prediction_table(reference["ids"], reference["detections"]), gt))
+    evaluation = evaluate_detections(gt, detections_to_coco(prediction_table(reference["ids"], reference["detections"]), gt),
+                                     strict=ctx.strict)
     stages = [("reference", reference)]
     for label, spec in BUG_STAGES:  # each isolated: a replica that crashes is a finding, not a lost run
         scored = ctx.run_stage(label, lambda spec=spec: score_stage(with_vocab(load_implementation(spec), model.vocab),
@@ -173,7 +174,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
              f"on {count} images of the generated validation split (dataset {paths.fingerprint}). Greedy decoding "
              f"with the token-kind constraint and stop at EOS; {num_boxes} detections. Scores are the class-token "
              f"probabilities; pycocotools bbox evaluation, every image kept in imgIds. Goal AP50 >= 0.8: "
-             f"{'met' if evaluation.stats['AP50'] >= 0.8 else 'NOT met'} (AP50 {evaluation.stats['AP50']:.3f})."
+             f"{'met' if evaluation.stats['AP50'] >= 0.8 else 'NOT met'} (AP50 {evaluation.stats['AP50']:.3f}). "
+             f"Order of tied scores (bench/metrics/coco_ties.py): {evaluation.ties.summary()}."
              + fingerprint_note)
     sections = [
         Section("COCO metrics of the shipped checkpoint", intro, tables=[
@@ -191,6 +193,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
                                                       "class, score)")]),
     ]
     metrics = {"stats": evaluation.stats, "per_class_ap": evaluation.per_class_ap, "num_detections": num_boxes,
+               "tie_sensitivity": dict(vars(evaluation.ties)),
                "bug_impact": {label: {k: v for k, v in s.items() if k not in ("detections", "ids")}
                               for label, s in stages}}
     # checks: the harness's own evaluation agrees with the reference stage, and no bug raises the score

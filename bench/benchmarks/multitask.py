@@ -118,9 +118,10 @@ def run_model(ctx: RunContext, name: str, tasks, data, fingerprint: str, limit=N
     return out
 
 
-def score(out: dict, data, dataset, sigmas) -> dict[str, dict]:
+def score(out: dict, data, dataset, sigmas, strict: bool = False) -> dict[str, dict]:
     """COCO / caption metrics of run_model's outputs -> {"detection": stats, "segmentation_gt": stats, ...,
-    "captioning": {metric: value or None, "not_available": {metric: reason}, "tokenizer": ...}}."""
+    "captioning": {metric: value or None, "not_available": {metric: reason}, "tokenizer": ...}};
+    strict: suspicious COCO input raises (vsbench run --strict)."""
     from bench.metrics.coco import evaluate_detections
 
     n = out["num_images"]
@@ -134,16 +135,16 @@ def score(out: dict, data, dataset, sigmas) -> dict[str, dict]:
         res = [{"image_id": ids[b], "category_id": cat[int(lab)], "score": float(s),
                 "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
                for b, d in enumerate(out["detection"]) for (x0, y0, x1, y1), lab, s in zip(d["boxes"], d["labels"], d["scores"])]
-        metrics["detection"] = evaluate_detections(gt, res, iou_type="bbox").stats
+        metrics["detection"] = evaluate_detections(gt, res, iou_type="bbox", strict=strict).stats
     for key in [k for k in out if k.startswith(("segmentation_", "keypoint_"))]:
         if key.startswith("segmentation"):
             res = [{"image_id": ids[r["image"]], "category_id": cat[r["label"]], "score": r["score"],
                     "segmentation": r["rle"]} for r in out[key]]
-            metrics[key] = evaluate_detections(gt, res, iou_type="segm").stats
+            metrics[key] = evaluate_detections(gt, res, iou_type="segm", strict=strict).stats
         else:
             res = [{"image_id": ids[r["image"]], "category_id": cat[r["label"]], "score": r["score"],
                     "keypoints": np.asarray(r["keypoints"], np.float64).reshape(-1).tolist()} for r in out[key]]
-            metrics[key] = evaluate_detections(gt, res, iou_type="keypoints", kpt_oks_sigmas=sigmas).stats
+            metrics[key] = evaluate_detections(gt, res, iou_type="keypoints", kpt_oks_sigmas=sigmas, strict=strict).stats
     if "captioning" in out:
         refs = {ids[b]: [" ".join(split_words(c)) for c in data.captions[b]] for b in range(n)}
         table = caption_metrics(refs, {ids[b]: c for b, c in enumerate(out["captioning"])})
@@ -227,20 +228,21 @@ def run(ctx: RunContext) -> BenchmarkResult:
     dataset, data = load_split(paths, "val")
     limit = 24 if ctx.quick else ctx.limit
     multi_out = run_model(ctx, MULTI, SINGLE.keys(), data, paths.fingerprint, limit)
-    multi = score(multi_out, data, dataset, KEYPOINT_SIGMAS)
+    multi = score(multi_out, data, dataset, KEYPOINT_SIGMAS, ctx.strict)
     det_out = run_model(ctx, SINGLE["detection"], ["detection"], data, paths.fingerprint, limit)
-    single = score(det_out, data, dataset, KEYPOINT_SIGMAS)
+    single = score(det_out, data, dataset, KEYPOINT_SIGMAS, ctx.strict)
     metas = {MULTI: multi_out["meta"], SINGLE["detection"]: det_out["meta"]}
     single_outs = {}
     for task in ("segmentation", "keypoint", "captioning"):
         single_outs[task] = out = run_model(ctx, SINGLE[task], [task], data, paths.fingerprint, limit, prompts=det_out)
-        single.update(score(out, data, dataset, KEYPOINT_SIGMAS))
+        single.update(score(out, data, dataset, KEYPOINT_SIGMAS, ctx.strict))
         metas[SINGLE[task]] = out["meta"]
     model = _checkpoint(MULTI, "cpu")[0]
     coded = codec_outputs(model.vocab, data, model.cfg.max_points, limit)
-    ceiling = score(coded, data, dataset, KEYPOINT_SIGMAS)
+    ceiling = score(coded, data, dataset, KEYPOINT_SIGMAS, ctx.strict)
     ceiling["segmentation_det"], ceiling["keypoint_det"] = ceiling["segmentation_gt"], ceiling["keypoint_gt"]
-    unthinned = score(codec_outputs(model.vocab, data, 128, limit), data, dataset, KEYPOINT_SIGMAS)["segmentation_gt"]
+    unthinned = score(codec_outputs(model.vocab, data, 128, limit), data, dataset, KEYPOINT_SIGMAS,
+                      ctx.strict)["segmentation_gt"]
     rows = [[label, *(cell(m, key, stat) for m in (ceiling, single, multi))] for label, key, stat in ROWS]
     eye_level = {"codec_ceiling": keypoint_ap(coded, data, dataset, EYE_LEVEL_SIGMAS),
                  "single_task": keypoint_ap(single_outs["keypoint"], data, dataset, EYE_LEVEL_SIGMAS),

@@ -1,4 +1,4 @@
-"""Benchmark `sigma`: the sigma-halving claim measured (DESIGN.md §6) -> reports/sigma.md.
+"""Benchmark `sigma`: the sigma-halving claim measured (docs/design.md §6) -> reports/sigma.md.
 
 Impulse-response variances vs closed forms, the continuous best-fit s2 on scikit-image's bundled
 photographs (full frame vs odd-cropped), the published uint8 integer search vs a correct one, and
@@ -62,8 +62,11 @@ def _fit_section(ctx: RunContext, quick: bool) -> tuple[Section, dict]:
                          fits["odd"].ratio, fits["odd"].residual])
     summary = {r: {"min": min(v), "max": max(v), "max_abs_dev": max(abs(x - 0.5) for x in v)} for r, v in ratios.items()}
     table = Table(["photo", "H x W", "S", "s2/S full", "residual full", "s2/S odd-crop", "residual odd-crop"], rows,
-                  floatfmt=".5f", note="Bounded Brent on the relative residual ||P2 - P1|| / ||P1||, float64, "
-                                       "grey photos (ITU-R 601). odd-crop: last row/column dropped where even.")
+                  floatfmt=".5f", kinds=["text", "text", "count", "metric", "rate", "metric", "rate"],
+                  note="Global minimum of the relative residual ||P2 - P1|| / ||P1|| over s2 in [0.45 S, 0.55 S], "
+                       "float64: each piece of constant kernel size searched on its own (the residual jumps where the "
+                       "kernel grows), bounded Brent inside. Grey photos as cv2.cvtColor (ITU-R 601). odd-crop: last "
+                       "row/column dropped where even.")
     figures, sweep = [], {}
     if not quick:
         img = load_photo("coins")

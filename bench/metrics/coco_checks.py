@@ -1,16 +1,27 @@
-"""Pure helpers of the COCO evaluation: input validation, safe internal copies, canonical ordering
-and the per-image cap. Nothing here imports pycocotools; bench/metrics/coco.py is the glue.
+"""Pure helpers of the COCO evaluation: options, id spaces, the private ground-truth copy. Nothing here
+imports pycocotools; bench/metrics/coco.py is the glue, bench/metrics/coco_dets.py prepares detections.
 
-Every check raises ValueError naming the offending input (DESIGN.md §5 lists the pitfalls guarded).
+Three kinds of input problem (docs/design.md §5):
+- input pycocotools refuses or gets wrong (NaN boxes match, iscrowd -1 overflows, polygons need image
+  sizes, ...): ValueError naming the input, always;
+- input pycocotools scores as given but that is probably a mistake (string ids, missing sizes,
+  unknown ids, ...): `Findings.suspicious` - a CocoInputWarning by default, a ValueError in strict mode;
+- ground-truth annotation ids 0 or repeated: pycocotools counts a match to id 0 as a miss
+  (cocoapi #672) and merges repeated ids; the private copy numbers annotations 1..N, which is
+  pycocotools' own result whenever the ids are unique and non-zero, and a warning says the number
+  differs from a plain pycocotools call when they are not.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from bench.metrics.coco_rle import check_rle
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 DET_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -18,8 +29,25 @@ KPT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm
 # pycocotools' default person-keypoint sigmas (17 keypoints), used when kpt_oks_sigmas is not given.
 COCO_KPT_OKS_SIGMAS = tuple(np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07,
                                       .87, .87, .89, .89]) / 10.0)
-_PAYLOAD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
+PAYLOAD = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}
 _SHOW = 8  # offending ids listed in a message
+
+
+class CocoInputWarning(UserWarning):
+    """Input that pycocotools scores as given but that is probably a mistake (strict mode: ValueError)."""
+
+
+@dataclass
+class Findings:
+    """The suspicious-input messages of one evaluation; in strict mode the first one raises."""
+
+    strict: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def suspicious(self, message: str) -> None:
+        if self.strict:
+            raise ValueError(f"{message} [refused: strict mode]")
+        self.messages.append(message)
 
 
 def stat_names(iou_type: str) -> tuple[str, ...]:
@@ -43,139 +71,81 @@ def boxes_xywh_to_xyxy(boxes: Any) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)  # (N, 4)
 
 
-def _some(ids: Sequence[Any]) -> str:
+def some(ids: Sequence[Any]) -> str:
+    """A short list of offending values for a message."""
     ids = sorted(set(ids), key=repr)
     more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
     return f"{ids[:_SHOW]}{more}"
 
 
-def as_int_ids(values: Sequence[Any], what: str) -> np.ndarray:
-    """Integer ids (ints, numpy ints or integral floats) -> (N,) int64; anything else -> ValueError."""
+def integral(values: Sequence[Any]) -> np.ndarray | None:
+    """(N,) int64 when every value is an integer (int, numpy int or integral float, not bool), else None."""
     try:
         arr = np.asarray(values)
-        if arr.dtype.kind in "iu":
-            return arr.astype(np.int64).reshape(-1)
-        if arr.dtype.kind == "f" and arr.ndim == 1 and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
-            return arr.astype(np.int64)
     except (TypeError, ValueError):
-        pass
-    bad = [i for i, v in enumerate(values)
-           if isinstance(v, bool) or not (isinstance(v, (int, np.integer))
-                                          or (isinstance(v, float) and v.is_integer()))]
-    raise ValueError(f"{what} must be integers; entries {bad[:_SHOW]} are not "
-                     f"(e.g. {values[bad[0]]!r})" if bad else f"{what} must be integers")
+        arr = np.asarray(values, dtype=object)
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.ndim == 1 and arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+        return arr.astype(np.int64)
+    if arr.ndim == 1 and arr.dtype.kind == "O" and all(
+            not isinstance(v, bool) and (isinstance(v, (int, np.integer))
+                                         or (isinstance(v, (float, np.floating)) and float(v).is_integer()))
+            for v in values):
+        return np.asarray([int(v) for v in values], dtype=np.int64).reshape(-1)
+    return None
 
 
-def _check_boxes(boxes: np.ndarray, sizes: np.ndarray, tolerance: float | None, name) -> None:
-    """boxes (N, 4) xywh, sizes (N, 2) image (width, height); name(i) describes item i in messages."""
-    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
-    if bad.size:
-        raise ValueError(f"{name(bad[0])}: bbox {boxes[bad[0]].tolist()} is not finite (NaN or inf)"
-                         f"{f'; {bad.size - 1} more such boxes' if bad.size > 1 else ''}")
-    bad = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
-    if bad.size:
-        raise ValueError(f"{name(bad[0])}: bbox {boxes[bad[0]].tolist()} has a negative width or height "
-                         "(COCO boxes are x, y, w, h)")
-    if tolerance is None or not len(boxes):
-        return
-    slack = np.maximum(1.0, tolerance * sizes)  # (N, 2)
-    over = boxes[:, :2] + boxes[:, 2:] - sizes  # (N, 2) how far x+w, y+h pass the right/bottom edge
-    bad = np.flatnonzero((over > slack).any(axis=1))
-    if bad.size:
-        i = bad[0]
-        x, y, w, h = boxes[i].tolist()
-        raise ValueError(
-            f"{name(i)}: bbox {boxes[i].tolist()} reaches x+w={x + w:g}, y+h={y + h:g} beyond the image "
-            f"({sizes[i, 0]:g} x {sizes[i, 1]:g}) by more than the tolerance; the boxes look like xyxy "
-            "(x0, y0, x1, y1) but COCO wants xywh - convert with boxes_xyxy_to_xywh"
-            f"{f' ({bad.size} boxes affected)' if bad.size > 1 else ''}")
+@dataclass
+class IdSpace:
+    """The ids of one kind (image or category) of a ground truth and the ints the backends see.
+
+    Integer ids are kept; string ids are numbered 1..n in sorted order, which is the order pycocotools
+    gives them (it sorts imgIds and catIds), so the number does not change."""
+
+    kind: str  # "int" or "str"
+    internal: np.ndarray  # (n,) int64 sorted unique internal ids
+    of_string: dict[str, int] = field(default_factory=dict)  # "str" only: original -> internal
+    original: dict[int, Any] = field(default_factory=dict)  # internal -> original (for messages)
+
+    def lookup(self, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(internal ids (N,) int64, known (N,) bool) of the given original ids."""
+        if self.kind == "int":
+            ints = integral(values)
+            if ints is None:
+                ok = [not isinstance(v, bool) and isinstance(v, (int, np.integer, float, np.floating))
+                      and math.isfinite(v) and float(v).is_integer() for v in values]
+                ints = np.asarray([int(v) if k else 0 for v, k in zip(values, ok)], dtype=np.int64).reshape(-1)
+                known = np.asarray(ok, dtype=bool).reshape(-1)
+            else:
+                known = np.ones(len(ints), dtype=bool)
+            pos = np.minimum(np.searchsorted(self.internal, ints), max(len(self.internal) - 1, 0))
+            known &= self.internal[pos] == ints if len(self.internal) else False
+            return ints, known
+        ints = np.asarray([self.of_string.get(v, 0) if isinstance(v, str) else 0 for v in values],
+                          dtype=np.int64).reshape(-1)
+        return ints, ints > 0
 
 
-def _records(obj: Mapping[str, Any], key: str) -> list:
-    if key not in obj or not isinstance(obj[key], (list, tuple)):
-        raise ValueError(f"ground truth lacks a '{key}' list (COCO format: images, annotations, categories)")
-    return list(obj[key])
+def id_space(values: Sequence[Any], what: str, findings: Findings) -> tuple[IdSpace, np.ndarray]:
+    """The id space of the ground truth's `what` ids and each entry's internal id (N,) int64."""
+    ints = integral(values)
+    if ints is not None:
+        return IdSpace("int", np.unique(ints), original={int(i): int(i) for i in np.unique(ints)}), ints
+    if all(isinstance(v, str) for v in values):
+        order = sorted(set(values))
+        of_string = {v: i + 1 for i, v in enumerate(order)}
+        findings.suspicious(f"ground truth {what} ids are strings (e.g. {order[0]!r}); COCO uses integers. "
+                            "pycocotools accepts them and orders them as strings, as done here")
+        return (IdSpace("str", np.arange(1, len(order) + 1, dtype=np.int64), of_string,
+                        {i: v for v, i in of_string.items()}),
+                np.asarray([of_string[v] for v in values], dtype=np.int64))
+    kinds = sorted({type(v).__name__ for v in values})
+    raise ValueError(f"ground truth {what} ids must be all integers or all strings (pycocotools sorts them); "
+                     f"got types {kinds}, e.g. {[v for v in values if not isinstance(v, (int, np.integer))][:3]!r}")
 
 
-def prepare_ground_truth(gt: Mapping[str, Any], iou_type: str, num_keypoints: int,
-                         xyxy_tolerance: float | None) -> dict[str, Any]:
-    """Validate a COCO ground truth and return a private copy safe to hand to pycocotools.
-
-    The copy has annotation ids renumbered 1..N in input order (id 0 silently turns matches into
-    misses, cocoapi #672, and duplicate ids collapse in COCO's index), `iscrowd` defaulting to 0 and,
-    for keypoints, `num_keypoints` defaulting to the count of labelled keypoints (v > 0)."""
-    if not isinstance(gt, Mapping):
-        raise ValueError(f"ground truth must be a COCO dict, got {type(gt).__name__}")
-    images, anns, cats = _records(gt, "images"), _records(gt, "annotations"), _records(gt, "categories")
-    if not images:
-        raise ValueError("ground truth has no images: nothing to evaluate")
-    for i, img in enumerate(images):
-        for k in ("id", "width", "height"):
-            if k not in img:
-                raise ValueError(f"ground truth image #{i} lacks '{k}'")
-        if not (float(img["width"]) > 0 and float(img["height"]) > 0):
-            raise ValueError(f"ground truth image #{i} (id {img['id']}): width/height must be positive, "
-                             f"got {img['width']} x {img['height']}")
-    image_ids = as_int_ids([img["id"] for img in images], "ground truth image ids")
-    dup = image_ids[np.flatnonzero(np.diff(np.sort(image_ids)) == 0)]
-    if dup.size:
-        raise ValueError(f"ground truth has duplicate image ids {_some(dup.tolist())}")
-    cat_ids = as_int_ids([c["id"] if "id" in c else None for c in cats], "ground truth category ids")
-    dup = cat_ids[np.flatnonzero(np.diff(np.sort(cat_ids)) == 0)]
-    if dup.size:
-        raise ValueError(f"ground truth has duplicate category ids {_some(dup.tolist())}")
-
-    new_images = [{**img, "id": int(i)} for img, i in zip(images, image_ids.tolist())]
-    new_cats = [{**c, "id": int(i)} for c, i in zip(cats, cat_ids.tolist())]
-    payload = _PAYLOAD[iou_type]
-    need = ("image_id", "category_id", "area") + (("bbox",) if iou_type != "segm" else ()) + (payload,)
-    for i, a in enumerate(anns):
-        missing = [k for k in dict.fromkeys(need) if k not in a]
-        if missing:
-            raise ValueError(f"ground truth annotation #{i} (id {a.get('id')}) lacks {missing} "
-                             f"(needed for iou_type={iou_type!r})")
-    a_img = as_int_ids([a["image_id"] for a in anns], "ground truth annotation image_id")
-    a_cat = as_int_ids([a["category_id"] for a in anns], "ground truth annotation category_id")
-    unknown = set(a_img.tolist()) - set(image_ids.tolist())
-    if unknown:
-        raise ValueError(f"ground truth annotations refer to image ids not in 'images': {_some(unknown)}")
-    unknown = set(a_cat.tolist()) - set(cat_ids.tolist())
-    if unknown:
-        raise ValueError(f"ground truth annotations refer to category ids not in 'categories': {_some(unknown)}")
-    areas = np.asarray([a["area"] for a in anns], dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(areas) | (areas < 0))
-    if bad.size:
-        raise ValueError(f"ground truth annotation #{bad[0]} (id {anns[bad[0]].get('id')}): "
-                         f"area {areas[bad[0]]} must be finite and >= 0")
-    size_of = {int(img["id"]): (float(img["width"]), float(img["height"])) for img in new_images}
-    with_box = [i for i, a in enumerate(anns) if "bbox" in a]
-    if with_box:
-        boxes = _float_rows([anns[i]["bbox"] for i in with_box], 4,
-                            lambda j: f"ground truth annotation #{with_box[j]}", "bbox")
-        sizes = np.asarray([size_of[int(a_img[i])] for i in with_box])
-        _check_boxes(boxes, sizes, xyxy_tolerance,
-                     lambda j: f"ground truth annotation #{with_box[j]} (id {anns[with_box[j]].get('id')})")
-    if iou_type == "keypoints":
-        kp_name = lambda j: f"ground truth annotation #{j} (id {anns[j].get('id')})"  # noqa: E731
-        _check_finite(_float_rows([a["keypoints"] for a in anns], 3 * num_keypoints, kp_name, "keypoints"),
-                      kp_name, "keypoints")
-
-    new_anns = []
-    for i, a in enumerate(anns):
-        b = {k: v for k, v in a.items() if k not in ("segmentation", "keypoints", "bbox")}
-        b.update(id=i + 1, image_id=int(a_img[i]), category_id=int(a_cat[i]), area=float(areas[i]),
-                 iscrowd=int(a.get("iscrowd", 0) or 0))
-        for k in ("segmentation", "keypoints", "bbox"):
-            if k in a:
-                b[k] = copy.deepcopy(a[k])
-        if iou_type == "keypoints" and "num_keypoints" not in a:
-            b["num_keypoints"] = int(np.count_nonzero(np.asarray(a["keypoints"], np.float64)[2::3] > 0))
-        new_anns.append(b)
-    return {"info": copy.deepcopy(gt.get("info", {})), "images": new_images, "annotations": new_anns,
-            "categories": new_cats}
-
-
-def _float_rows(rows: Sequence[Any], width: int, name, what: str) -> np.ndarray:
+def float_rows(rows: Sequence[Any], width: int, name, what: str) -> np.ndarray:
     """Rows of `width` numbers -> (N, width) float64, else ValueError naming the first bad row."""
     try:
         arr = np.asarray(rows, dtype=np.float64)
@@ -193,105 +163,201 @@ def _float_rows(rows: Sequence[Any], width: int, name, what: str) -> np.ndarray:
     raise ValueError(f"{what} must be rows of {width} numbers")
 
 
-def _check_finite(values: np.ndarray, name, what: str) -> None:
+def check_boxes(boxes: np.ndarray, name) -> None:
+    """boxes (N, 4) xywh: finite, width and height >= 0 (pycocotools matches a NaN box to any object
+    and silently drops boxes of negative size); name(i) describes item i in messages."""
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{name(bad[0])}: bbox {boxes[bad[0]].tolist()} is not finite (NaN or inf)"
+                         f"{f'; {bad.size - 1} more such boxes' if bad.size > 1 else ''}")
+    bad = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if bad.size:
+        raise ValueError(f"{name(bad[0])}: bbox {boxes[bad[0]].tolist()} has a negative width or height "
+                         "(COCO boxes are x, y, w, h)"
+                         f"{f'; {bad.size - 1} more such boxes' if bad.size > 1 else ''}")
+
+
+def check_finite(values: np.ndarray, name, what: str) -> None:
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         raise ValueError(f"{name(bad[0])}: {what} contain NaN or inf")
 
 
-def top_per_image(image_ids: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray,
-                  max_per_image: int | None) -> np.ndarray:
-    """Indices of the detections kept, in canonical order: by image id, score descending, then the
-    tie-break columns (N, C) ascending, at most `max_per_image` per image. The order depends only on
-    the detections' contents, so any permutation of the input gives the same evaluation."""
-    keys = [tiebreak[:, c] for c in range(tiebreak.shape[1] - 1, -1, -1)] + [-scores, image_ids]
-    order = np.lexsort(keys) if len(scores) else np.zeros(0, np.int64)
-    if max_per_image is None:
-        return order
-    sorted_ids = image_ids[order]
-    rank = np.arange(len(order)) - np.searchsorted(sorted_ids, sorted_ids, side="left")  # rank in image
-    return order[rank < max_per_image]
+def _records(obj: Mapping[str, Any], key: str) -> list:
+    if key not in obj or not isinstance(obj[key], (list, tuple)):
+        raise ValueError(f"ground truth lacks a '{key}' list (COCO format: images, annotations, categories)")
+    return list(obj[key])
 
 
-def prepare_detections(detections: Sequence[Mapping[str, Any]], gt: Mapping[str, Any], iou_type: str,
-                       max_per_image: int | None, num_keypoints: int,
-                       xyxy_tolerance: float | None) -> list[dict[str, Any]]:
-    """Validate COCO result dicts against a prepared ground truth and return fresh result dicts
-    (only image_id, category_id, score and the iou type's payload) in canonical order, capped per image."""
-    if not isinstance(detections, (list, tuple)):
-        raise ValueError(f"detections must be a list of COCO result dicts, got {type(detections).__name__}")
-    payload = _PAYLOAD[iou_type]
-    try:  # fast path: one comprehension per field; the loop below only runs to name a bad detection
-        fields = [[d[k] for d in detections] for k in ("image_id", "category_id", "score", payload)]
-    except (KeyError, TypeError, IndexError):
-        for i, d in enumerate(detections):
-            if not isinstance(d, Mapping):
-                raise ValueError(f"detection #{i} is a {type(d).__name__}, not a COCO result dict") from None
-            missing = [k for k in ("image_id", "category_id", "score", payload) if k not in d]
-            if missing:
-                raise ValueError(f"detection #{i} lacks {missing} (needed for iou_type={iou_type!r})") from None
-        raise
-    img = as_int_ids(fields[0], "detection image_id")
-    cat = as_int_ids(fields[1], "detection category_id")
-    unknown = set(img.tolist()) - {im["id"] for im in gt["images"]}
-    if unknown:
-        raise ValueError(f"detections refer to image_id(s) not in the ground truth: {_some(unknown)}")
-    unknown = set(cat.tolist()) - {c["id"] for c in gt["categories"]}
-    if unknown:
-        raise ValueError(f"detections refer to category_id(s) not in the ground truth: {_some(unknown)}")
+def _size(value: Any) -> float:
+    """A usable image side (positive finite number) as float, else NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return math.nan
+    return float(value) if math.isfinite(value) and value > 0 else math.nan
 
-    def name(i):
-        return f"detection #{i} (image_id {img[i]}, category_id {cat[i]})"
+
+def _iscrowd(value: Any, name: str, findings: Findings) -> int:
+    """iscrowd as pycocotools reads it (int(value), crowd when non-zero); missing/None -> 0."""
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return 1
+    ok = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+    if not ok or value < 0:
+        raise ValueError(f"{name}: iscrowd must be 0 or 1, got {value!r} (pycocotools "
+                         f"{'overflows' if ok else 'fails'} on it)")
+    if value > 1:
+        findings.suspicious(f"{name}: iscrowd is {value!r}; pycocotools treats any non-zero value as a crowd")
+    return int(value)
+
+
+@dataclass
+class GroundTruth:
+    """The private ground-truth copy handed to the backends, and what the checks learned."""
+
+    data: dict[str, Any]  # COCO dict: internal ids, annotations numbered 1..N
+    images: IdSpace
+    categories: IdSpace
+    sizes: dict[int, tuple[float, float]]  # internal image id -> (width, height); NaN where unusable
+    labels: dict[int, str]  # internal category id -> unique display name
+    num_dropped: int = 0  # annotations of images or categories that are not listed (pycocotools skips them)
+
+
+def prepare_ground_truth(gt: Mapping[str, Any], iou_type: str, num_keypoints: int,
+                         findings: Findings) -> GroundTruth:
+    """Validate a COCO ground truth and return a private copy safe to hand to pycocotools."""
+    if not isinstance(gt, Mapping):
+        raise ValueError(f"ground truth must be a COCO dict, got {type(gt).__name__}")
+    images, anns, cats = _records(gt, "images"), _records(gt, "annotations"), _records(gt, "categories")
+    if not images:
+        raise ValueError("ground truth has no images: nothing to evaluate")
+    for what, records in (("image", images), ("category", cats)):
+        for i, r in enumerate(records):
+            if not isinstance(r, Mapping) or "id" not in r:
+                raise ValueError(f"ground truth {what} #{i} is not a dict with an 'id': {r!r}")
+    image_space, image_ids = id_space([im["id"] for im in images], "image", findings)
+    if not cats:
+        raise ValueError("ground truth has no categories: nothing to evaluate")
+    cat_space, cat_ids = id_space([c["id"] for c in cats], "category", findings)
+    for what, ids, space in (("image", image_ids, image_space), ("category", cat_ids, cat_space)):
+        if len(space.internal) < len(ids):
+            dup = ids[np.flatnonzero(np.diff(np.sort(ids)) == 0)]
+            findings.suspicious(f"ground truth lists {what} ids {some(space.original[int(i)] for i in dup)} "
+                                "more than once; pycocotools keeps the last entry of each, as done here")
+    last_image = {int(i): im for i, im in zip(image_ids, images)}  # the last entry of an id wins, as in pycocotools
+    sizes = {i: (_size(im.get("width")), _size(im.get("height"))) for i, im in last_image.items()}
+    last_cat = {int(i): c for i, c in zip(cat_ids, cats)}
+    names = {i: str(c.get("name", cat_space.original[i])) for i, c in last_cat.items()}
+    counts = {n: list(names.values()).count(n) for n in names.values()}
+    labels = {i: (n if counts[n] == 1 else f"{n} (id {cat_space.original[i]})") for i, n in names.items()}
+
+    payload = PAYLOAD[iou_type]
+    need = ("image_id", "category_id", "area", payload) + (("bbox",) if iou_type == "keypoints" else ())
+    for i, a in enumerate(anns):
+        if not isinstance(a, Mapping):
+            raise ValueError(f"ground truth annotation #{i} is a {type(a).__name__}, not a dict")
+        missing = [k for k in need if k not in a]
+        if missing:
+            raise ValueError(f"ground truth annotation #{i} (id {a.get('id')}) lacks {missing} "
+                             f"(needed for iou_type={iou_type!r})")
+    a_img, img_ok = image_space.lookup([a["image_id"] for a in anns])
+    a_cat, cat_ok = cat_space.lookup([a["category_id"] for a in anns])
+    for ok, what, key in ((img_ok, "image", "image_id"), (cat_ok, "category", "category_id")):
+        if not ok.all():
+            findings.suspicious(f"{int((~ok).sum())} ground truth annotations refer to {what} ids not in the "
+                                f"ground truth's list: {some(anns[j][key] for j in np.flatnonzero(~ok))}; "
+                                "pycocotools never evaluates them, nor does this")
+    keep = np.flatnonzero(img_ok & cat_ok)
+    kept = [anns[j] for j in keep.tolist()]
+
+    def name(j):
+        return f"ground truth annotation #{int(keep[j])} (id {kept[j].get('id')})"
 
     try:
-        scores = np.asarray(fields[2], dtype=np.float64).reshape(-1)
+        areas = np.asarray([a["area"] for a in kept], dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        i = next(i for i, v in enumerate(fields[2]) if not isinstance(v, (int, float, np.number)))
-        raise ValueError(f"{name(i)}: score {fields[2][i]!r} is not a number") from None
-    bad = np.flatnonzero(~np.isfinite(scores))
+        j = next(j for j, a in enumerate(kept) if not isinstance(a["area"], (int, float, np.number)))
+        raise ValueError(f"{name(j)}: area {kept[j]['area']!r} is not a number") from None
+    bad = np.flatnonzero(~np.isfinite(areas) | (areas < 0))
     if bad.size:
-        raise ValueError(f"{name(bad[0])}: score {scores[bad[0]]} is not finite")
-    gt_ids = np.asarray([im["id"] for im in gt["images"]], dtype=np.int64)
-    gt_wh = np.asarray([(float(im["width"]), float(im["height"])) for im in gt["images"]]).reshape(-1, 2)
-    order = np.argsort(gt_ids)
-    sizes = gt_wh[order[np.searchsorted(gt_ids[order], img)]]  # (N, 2) width, height of each detection's image
+        raise ValueError(f"{name(bad[0])}: area {areas[bad[0]]} must be finite and >= 0")
+    if iou_type in ("bbox", "keypoints") and kept:
+        check_boxes(float_rows([a["bbox"] for a in kept], 4, name, "bbox"), name)
+    if iou_type == "keypoints":
+        check_finite(float_rows([a["keypoints"] for a in kept], 3 * num_keypoints, name, "keypoints"),
+                     name, "keypoints")
+    crowd = [_iscrowd(a.get("iscrowd"), name(j), findings) for j, a in enumerate(kept)]
+    if iou_type == "segm":
+        for j, a in enumerate(kept):
+            _check_gt_segmentation(a["segmentation"], sizes[int(a_img[keep[j]])], name(j))
+    _check_annotation_ids([a.get("id") for a in kept], findings)
 
-    if iou_type == "bbox":
-        values = _float_rows(fields[3], 4, name, "bbox")
-        _check_boxes(values, sizes, xyxy_tolerance, name)
-        tiebreak = np.concatenate([cat[:, None], values], axis=1)
-    elif iou_type == "keypoints":
-        values = _float_rows(fields[3], 3 * num_keypoints, name, "keypoints")
-        _check_finite(values, name, "keypoints")
-        tiebreak = np.concatenate([cat[:, None], values], axis=1)
-    else:
-        values = [_rle(seg, sizes[i], name(i)) for i, seg in enumerate(fields[3])]
-        counts = np.asarray([str(v["counts"]) for v in values] + [""], dtype=object)[:-1]
-        rank = np.unique(counts, return_inverse=True)[1] if len(values) else np.zeros(0, np.int64)
-        tiebreak = np.stack([cat, rank.reshape(-1)], axis=1)
-
-    keep = top_per_image(img, scores, tiebreak, max_per_image)
-    img_l, cat_l, score_l = img.tolist(), cat.tolist(), scores.tolist()
-    rows = values.tolist() if isinstance(values, np.ndarray) else values
-    return [{"image_id": img_l[i], "category_id": cat_l[i], payload: rows[i], "score": score_l[i]}
-            for i in keep.tolist()]
+    new_anns = []
+    for j, a in enumerate(kept):
+        i = int(keep[j])
+        b = {"id": j + 1, "image_id": int(a_img[i]), "category_id": int(a_cat[i]), "area": float(areas[j]),
+             "iscrowd": crowd[j], payload: _copied(a[payload])}
+        if iou_type == "keypoints":
+            b["bbox"] = _copied(a["bbox"])
+            b["num_keypoints"] = a["num_keypoints"] if "num_keypoints" in a else int(
+                np.count_nonzero(np.asarray(a["keypoints"], np.float64)[2::3] > 0))
+        new_anns.append(b)
+    new_images = [{"id": i, "width": last_image[i].get("width"), "height": last_image[i].get("height")}
+                  for i in sorted(last_image)]
+    new_cats = [{"id": i, "name": names[i]} for i in sorted(last_cat)]
+    data = {"images": new_images, "annotations": new_anns, "categories": new_cats}
+    return GroundTruth(data, image_space, cat_space, sizes, labels, num_dropped=len(anns) - len(kept))
 
 
-def _rle(seg: Any, size_wh: np.ndarray, name: str) -> dict[str, Any]:
-    """A detection's segmentation as a compressed RLE dict sized like its image (copied)."""
-    from pycocotools import mask as mask_utils
+def _copied(value: Any) -> Any:
+    """A private copy: a flat list of numbers is copied shallowly (fast), anything else deeply."""
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return list(value)
+    return copy.deepcopy(value)
 
-    if not isinstance(seg, Mapping) or "size" not in seg or "counts" not in seg:
-        raise ValueError(f"{name}: segmentation must be an RLE dict with 'size' and 'counts' "
-                         "(encode masks with pycocotools.mask.encode)")
-    h, w = (int(v) for v in seg["size"])
-    if (w, h) != (int(size_wh[0]), int(size_wh[1])):
-        raise ValueError(f"{name}: RLE size [h, w] = {[h, w]} differs from the image's "
-                         f"[{int(size_wh[1])}, {int(size_wh[0])}]")
-    if isinstance(seg["counts"], list):  # uncompressed RLE -> compressed
-        return dict(mask_utils.frPyObjects({"size": [h, w], "counts": list(seg["counts"])}, h, w))
-    counts = seg["counts"]
-    return {"size": [h, w], "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts)}
+
+def _check_gt_segmentation(seg: Any, size_wh: tuple[float, float], name: str) -> None:
+    """Polygons (pycocotools needs the image size to rasterise them) or an RLE of the image's size."""
+    if isinstance(seg, Mapping):
+        h, w = check_rle(seg, name)
+        if not math.isnan(size_wh[0]) and not math.isnan(size_wh[1]) and (w, h) != size_wh:
+            raise ValueError(f"{name}: RLE size [h, w] = {[h, w]} differs from the image's "
+                             f"[{size_wh[1]:g}, {size_wh[0]:g}]")
+        return
+    if not isinstance(seg, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in seg):
+        raise ValueError(f"{name}: segmentation must be polygons [[x0, y0, x1, y1, ...], ...] or an RLE dict, "
+                         f"got {type(seg).__name__}")
+    for k, poly in enumerate(seg):
+        try:
+            values = np.asarray(poly, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: polygon #{k} must be numbers, got {poly!r}") from None
+        if values.ndim != 1 or values.size % 2 or not np.all(np.isfinite(values)):
+            raise ValueError(f"{name}: polygon #{k} must be an even count of finite numbers (x, y pairs), "
+                             f"got {values.size} values")
+    if math.isnan(size_wh[0]) or math.isnan(size_wh[1]):
+        raise ValueError(f"{name}: its image lacks a usable width/height, which pycocotools needs to "
+                         "rasterise polygons")
+
+
+def _check_annotation_ids(ids: list[Any], findings: Findings) -> None:
+    """Warn where pycocotools' own number would differ from the renumbered copy's."""
+    zero = [i for i, v in enumerate(ids) if not v]  # 0, None, "", missing: falsy ids
+    seen, dup = set(), set()
+    for v in ids:
+        if v:
+            try:
+                (dup if v in seen else seen).add(v)
+            except TypeError:  # unhashable id: pycocotools cannot index it either
+                dup.add(repr(v))
+    if zero:
+        findings.suspicious(f"{len(zero)} ground truth annotations have id 0 or no id (e.g. annotation #{zero[0]}); "
+                            "pycocotools counts a match to id 0 as a miss (cocoapi #672) and fails on a missing id. "
+                            "Annotations are numbered 1..N here, so this number is NOT a plain pycocotools call's")
+    if dup:
+        findings.suspicious(f"ground truth annotation ids {some(dup)} repeat; pycocotools merges repeated ids "
+                            "(one object counted twice, the other lost). Annotations are numbered 1..N here, so "
+                            "this number is NOT a plain pycocotools call's")
 
 
 def check_options(iou_type: str, backend: str, max_per_image: Any, kpt_oks_sigmas: Any) -> int:

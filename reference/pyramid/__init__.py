@@ -1,4 +1,4 @@
-"""The sigma-halving claim (DESIGN.md §6): pipelines (core), measurements (analysis), and `PYRAMID`,
+"""The sigma-halving claim (docs/design.md §6): pipelines (core), measurements (analysis), and `PYRAMID`,
 the reference object of the `pyramid` case family (cases/interface/pyramid.py)."""
 
 from __future__ import annotations

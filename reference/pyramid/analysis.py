@@ -75,13 +75,34 @@ class Fit:
     residual: float  # relative residual at s2
 
 
+def kernel_radius_intervals(low: float, high: float, truncate: float = DEFAULT_TRUNCATE) -> list[tuple[float, float]]:
+    """[low, high] cut where the kernel radius ceil(truncate * s) changes: pieces (a, b] of constant radius
+    (the first one closed at low). The radius of s = b is the piece's own (kernel_size rounds truncate * s
+    to 9 decimals first, so r / truncate has radius r)."""
+    pieces, a = [], low
+    r = int(np.ceil(round(truncate * low, 9)))
+    while a < high:
+        b = min(high, r / truncate)
+        if b > a:
+            pieces.append((a, b))
+        a, r = max(a, b), r + 1
+    return pieces
+
+
 def best_fit(image, S, region: str = "odd", truncate: float = DEFAULT_TRUNCATE,
              margin: int = DEFAULT_MARGIN, bounds=(0.4, 0.6), xatol: float = 1e-5,
              spectrum: Spectrum | None = None) -> Fit:
-    """Continuous 1-D minimisation (bounded Brent) of the relative residual over s2 in bounds * S.
+    """The s2 in bounds * S with the lowest relative residual ||P2(s2) - P1(S)|| / ||P1(S)||.
 
-    Computed in float64 (uint8 input is converted first) in the DCT-I domain (reference.pyramid.spectral),
-    which agrees with the OpenCV pipelines to ~1e-15 relative. `spectrum` reuses a prepared image.
+    The kernel radius ceil(truncate * s2) jumps where truncate * s2 crosses an integer, and so does the
+    residual: a single bounded search misses a minimum that sits at a jump (e.g. s2 = S/2 = 10 with
+    radius 30, the residual just above it being that of radius 31). So every piece of constant radius
+    is searched on its own and the lowest of all wins. Within a piece the residual is smooth and has one
+    minimum (checked against a dense grid in tests/test_pyramid.py): one-sided slopes at its two ends say
+    whether that minimum is the closed end, the open end (to xatol * S) or inside (bounded Brent, to
+    xatol * S). Computed in float64 (uint8 input is converted first) in the DCT-I domain
+    (reference.pyramid.spectral), which agrees with the OpenCV pipelines to ~1e-15 relative.
+    `spectrum` reuses a prepared image.
     """
     S = float(S)
     if not 0 < bounds[0] < bounds[1]:
@@ -92,9 +113,22 @@ def best_fit(image, S, region: str = "odd", truncate: float = DEFAULT_TRUNCATE,
     def cost(s2: float) -> float:
         return residual(compared(sp.p2(s2, truncate), region, margin), ref)
 
-    res = minimize_scalar(cost, bounds=(bounds[0] * S, bounds[1] * S), method="bounded",
-                          options={"xatol": xatol * S})
-    return Fit(float(res.x), float(res.x) / S, float(res.fun))
+    low, high = bounds[0] * S, bounds[1] * S
+    h = 0.5 * xatol * S  # step of the one-sided slope tests
+    candidates = [(cost(low), low)]
+    for a, b in kernel_radius_intervals(low, high, truncate):
+        top = cost(b)
+        candidates.append((top, b))
+        if b - a <= 4 * h or cost(b - h) > top:  # still falling at the closed end: the piece's minimum is b
+            continue
+        start, after = cost(a + h), cost(a + 2 * h)
+        candidates.append((start, a + h))
+        if start <= after:  # rising from the open end: the minimum is there (a + h, within xatol)
+            continue
+        res = minimize_scalar(cost, bounds=(a + h, b - h), method="bounded", options={"xatol": xatol * S})
+        candidates.append((float(res.fun), float(res.x)))
+    value, s2 = min(candidates)
+    return Fit(float(s2), float(s2) / S, float(value))
 
 
 def integer_search(image, S: int, wrap: bool = False, absolute: bool = False, region: str = "full",

@@ -1,4 +1,4 @@
-"""The two pipelines of the sigma-halving claim, with every choice written down (DESIGN.md §6).
+"""The two pipelines of the sigma-halving claim, with every choice written down (docs/design.md §6).
 
 P1 = pyrDown(GaussianBlur(image, S))   blur at full resolution, then one pyramid step
 P2 = GaussianBlur(pyrDown(image), s2)  one pyramid step, then blur at half resolution
@@ -130,16 +130,25 @@ def compared(a: np.ndarray, region: str, margin: int = DEFAULT_MARGIN) -> np.nda
     return a[margin:a.shape[0] - margin, margin:a.shape[1] - margin] if margin else a
 
 
+# OpenCV's uint8 RGB -> grey: fixed point with 15 fraction bits (0.299, 0.587, 0.114 scaled, rounded to
+# sum 2**15), rounding half up; reproduced here so that cv2.cvtColor can serve as the independent check.
+_GREY_WEIGHTS = np.array([9798, 19235, 3735], dtype=np.int64)
+_GREY_SHIFT = 15
+
+
 def to_gray(image) -> np.ndarray:
-    """A photograph (H, W) or (H, W, 3|4) of any dtype -> (H, W) uint8 grey (ITU-R 601 luma)."""
+    """A photograph (H, W) or (H, W, 3|4) RGB(A) -> (H, W) uint8 grey (ITU-R 601 luma). uint8 colour is
+    converted bit for bit as cv2.cvtColor(COLOR_RGB2GRAY); other dtypes in float64, rounded."""
     arr = np.asarray(image)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3:
         if arr.shape[2] not in (3, 4):
             raise ValueError(f"colour image must have 3 or 4 channels, got shape {arr.shape}")
-        rgb = arr[..., :3].astype(np.float64)
-        arr = rgb @ np.array([0.299, 0.587, 0.114])
+        if arr.dtype == np.uint8:
+            weighted = arr[..., :3].astype(np.int64) @ _GREY_WEIGHTS  # (H, W)
+            return ((weighted + (1 << (_GREY_SHIFT - 1))) >> _GREY_SHIFT).astype(np.uint8)
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     elif arr.ndim != 2:
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {arr.shape}")
     if arr.dtype != np.uint8:
