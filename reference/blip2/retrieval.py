@@ -2,6 +2,12 @@
 for each image its top-k texts (and for each text its top-k images) re-scored as ITM + ITC; everything outside
 the top-k keeps the fill value -100, below any re-scored pair. (The paper says ITM re-ranks; the public code
 adds the ITC similarity, LAVIS #645 — this follows the code and says so.) Recall@K in both directions.
+
+Re-ranking cost: the public loop runs the full multimodal pass per pair, so each image's 257 x 1408 features are
+projected to cross-attention keys/values once per pair (k times for its own top-k, again for every text whose
+top-k holds it). `SharedImageITM` with `rerank_scores(per_image=True)` projects each image once and scores all of
+its candidate texts (from both directions) in batched passes over those shared keys/values; the scores equal the
+per-pair pass up to float rounding (tests/test_qformer_kv_reuse.py).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ FILL = -100.0  # score of pairs outside the top-k
 
 
 def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k: int,
-                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 256, per_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Final retrieval scores from the ITC similarity sim (Ni, Nt).
 
     itm_score(image_idx (M,), text_idx (M,)) -> (M,) the ITM match score of those pairs (e.g. the logit of the
-    match class); it is called only on the top-k pairs of each row, in batches of at most `batch_size`.
+    match class); it is called only on the top-k pairs of each row (k is clipped to the number of candidates),
+    each pair once even when it is in both directions' top-k, in batches of at most `batch_size`, ordered by
+    image; per_image=True: every call holds the pairs of one image only (for `SharedImageITM`).
     Returns (score_i2t (Ni, Nt), score_t2i (Nt, Ni)): ITM + ITC on each row's top-k, FILL elsewhere.
     """
     if sim.dim() != 2:
@@ -38,10 +46,9 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
         tops.append((cols, rows) if swap else (rows, cols))
     # a pair in both directions' top-k is scored once
     flat = torch.cat([i * Nt + t for i, t in tops])
-    unique, inverse = torch.unique(flat, return_inverse=True)
+    unique, inverse = torch.unique(flat, return_inverse=True)  # sorted: grouped by image
     scores = []
-    for start in range(0, unique.numel(), batch_size):
-        chunk = unique[start:start + batch_size]
+    for chunk in _chunks(unique, Nt, batch_size, per_image):
         scores.append(torch.as_tensor(itm_score(chunk // Nt, chunk % Nt)).float().reshape(-1).to(sim.device))
     itm = torch.cat(scores)[inverse] if scores else torch.zeros(0, device=sim.device)
     i2t = torch.full_like(sim, FILL)
@@ -51,6 +58,61 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
     i2t[ri, ci] = itm[:n_i2t] + sim[ri, ci]
     t2i[ct, rt] = itm[n_i2t:] + sim[rt, ct]
     return i2t, t2i
+
+
+def _chunks(pairs: torch.Tensor, num_texts: int, batch_size: int, per_image: bool) -> list[torch.Tensor]:
+    """Split sorted pair codes (image * num_texts + text) into batches of at most batch_size (of one image each)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    runs = [pairs]
+    if per_image and pairs.numel():
+        counts = torch.unique_consecutive(pairs // num_texts, return_counts=True)[1]
+        runs = list(pairs.split(counts.tolist()))
+    return [run[s:s + batch_size] for run in runs for s in range(0, run.numel(), batch_size)]
+
+
+class SharedImageITM:
+    """`itm_score` for rerank_scores: the ITM match logit of (image, text) pairs, the pairs of one image scored in
+    one batched pass over that image's cross-attention keys/values, projected once (`qformer.image_kv`) and kept
+    while consecutive calls stay on that image. With rerank_scores(per_image=True) every image is projected once
+    in all; `projections` counts them.
+
+    model: a Blip2Stage1 (itm_logits, qformer.image_kv); image_embeds (Ni, N, D_img); input_ids / attention_mask
+    (Nt, T) of every text."""
+
+    def __init__(self, model, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        self.model, self.image_embeds = model, image_embeds
+        self.input_ids, self.attention_mask = input_ids, attention_mask
+        self.projections = 0
+        self._image, self._kv = None, None
+
+    def image_kv(self, image: int):
+        if image != self._image:
+            self._image, self._kv = image, self.model.qformer.image_kv(self.image_embeds[image:image + 1])
+            self.projections += 1
+        return self._kv
+
+    def __call__(self, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
+        image_idx, text_idx = image_idx.reshape(-1).cpu(), text_idx.reshape(-1).to(self.input_ids.device)
+        images, counts = torch.unique_consecutive(image_idx, return_counts=True)
+        out, start = [], 0
+        for image, count in zip(images.tolist(), counts.tolist()):
+            texts = text_idx[start:start + count]
+            out.append(self.model.itm_logits(None, self.input_ids[texts], self.attention_mask[texts],
+                                             image_kv=self.image_kv(image))[:, 1])
+            start += count
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def per_pair_itm(model, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """`itm_score` that runs the full multimodal pass per pair (each pair's image projected again), as the public
+    code's compute_itm does."""
+
+    def score(image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
+        image_idx, text_idx = image_idx.to(image_embeds.device), text_idx.to(input_ids.device)
+        return model.itm_logits(image_embeds[image_idx], input_ids[text_idx], attention_mask[text_idx])[:, 1]
+
+    return score
 
 
 def retrieval_ranks(score_i2t: torch.Tensor, score_t2i: torch.Tensor, text_to_image: Sequence[int]
