@@ -65,8 +65,8 @@ def test_precomputed_image_kv_equals_projecting_inside(seed, layers, freq, heads
 
 @settings(max_examples=10, deadline=None)
 @given(seed=SEEDS, Ni=st.integers(1, 5), Nt=st.integers(1, 9), k=st.integers(1, 12),
-       batch=st.integers(1, 16))
-def test_shared_image_reranking_equals_per_pair_and_projects_each_image_once(seed, Ni, Nt, k, batch):
+       batch=st.integers(1, 16), per_image=st.booleans())
+def test_shared_image_reranking_equals_per_pair_and_projects_each_image_once(seed, Ni, Nt, k, batch, per_image):
     m = model(seed % 5)
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(Ni, 5, 24, generator=gen)
@@ -80,7 +80,7 @@ def test_shared_image_reranking_equals_per_pair_and_projects_each_image_once(see
         return shared(i, t)
 
     with torch.no_grad():
-        a_i2t, a_t2i = rerank_scores(sim, recording, k, batch_size=batch, per_image=True)  # k > candidates: clipped
+        a_i2t, a_t2i = rerank_scores(sim, recording, k, batch_size=batch, per_image=per_image)  # k > candidates: clipped
         b_i2t, b_t2i = rerank_scores(sim, per_pair_itm(m, images, ids, mask), k, batch_size=batch)
     torch.testing.assert_close(a_i2t, b_i2t, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a_t2i, b_t2i, atol=1e-5, rtol=1e-5)
@@ -88,8 +88,12 @@ def test_shared_image_reranking_equals_per_pair_and_projects_each_image_once(see
     assert (a_t2i > -100).sum(dim=1).tolist() == [min(k, Ni)] * Nt
     kk = min(k, Nt)
     assert torch.equal(a_i2t.topk(kk, dim=1).indices.sort(dim=1).values, b_i2t.topk(kk, dim=1).indices.sort(dim=1).values)
-    assert all(c.unique().numel() == 1 and c.numel() <= batch for c in calls)  # one image per call
-    assert shared.projections == torch.cat(calls).unique().numel() <= Ni  # each image projected once
+    assert all(c.numel() <= batch for c in calls)
+    if per_image:  # one image per call, each image projected once in all
+        assert all(c.unique().numel() == 1 for c in calls)
+        assert shared.projections == torch.cat(calls).unique().numel() <= Ni
+    else:  # each image at most once per call it appears in
+        assert torch.cat(calls).unique().numel() <= shared.projections <= sum(c.unique().numel() for c in calls)
 
 
 def test_shared_scorer_handles_mixed_image_calls():

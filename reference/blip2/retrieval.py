@@ -17,20 +17,26 @@ from typing import Callable, Sequence
 import torch
 
 from reference.blip2.losses import itc_similarity
+from reference.blip2.qformer import gather_image_kv
 
 FILL = -100.0  # score of pairs outside the top-k
 
 
 def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k: int,
-                  batch_size: int = 256, per_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 256, per_image: bool = False, directions: tuple[str, ...] = ("i2t", "t2i")
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Final retrieval scores from the ITC similarity sim (Ni, Nt).
 
     itm_score(image_idx (M,), text_idx (M,)) -> (M,) the ITM match score of those pairs (e.g. the logit of the
     match class); it is called only on the top-k pairs of each row (k is clipped to the number of candidates),
     each pair once even when it is in both directions' top-k, in batches of at most `batch_size`, ordered by
-    image; per_image=True: every call holds the pairs of one image only (for `SharedImageITM`).
+    image; per_image=True: every call holds the pairs of one image only (for `SharedImageITM`). directions:
+    which of "i2t" (each image's top-k texts) and "t2i" (each text's top-k images) to re-rank; the other comes
+    back all FILL.
     Returns (score_i2t (Ni, Nt), score_t2i (Nt, Ni)): ITM + ITC on each row's top-k, FILL elsewhere.
     """
+    if not directions or set(directions) - {"i2t", "t2i"}:
+        raise ValueError(f"directions must be a non-empty subset of ('i2t', 't2i'), got {directions!r}")
     if sim.dim() != 2:
         raise ValueError(f"similarity must be (num_images, num_texts), got shape {tuple(sim.shape)}")
     if k < 1:
@@ -39,7 +45,7 @@ def rerank_scores(sim: torch.Tensor, itm_score: Callable[[torch.Tensor, torch.Te
     Ni, Nt = sim.shape
     tops = []  # (rows, cols) of each direction's top-k, as (image, text) index pairs
     for matrix, swap in ((sim, False), (sim.t(), True)):
-        kk = min(k, matrix.shape[1])
+        kk = min(k, matrix.shape[1]) if ("t2i" if swap else "i2t") in directions else 0
         top = matrix.topk(kk, dim=1).indices  # (R, kk)
         rows = torch.arange(matrix.shape[0], device=sim.device)[:, None].expand_as(top).reshape(-1)  # (R*kk,)
         cols = top.reshape(-1)
@@ -72,10 +78,12 @@ def _chunks(pairs: torch.Tensor, num_texts: int, batch_size: int, per_image: boo
 
 
 class SharedImageITM:
-    """`itm_score` for rerank_scores: the ITM match logit of (image, text) pairs, the pairs of one image scored in
-    one batched pass over that image's cross-attention keys/values, projected once (`qformer.image_kv`) and kept
-    while consecutive calls stay on that image. With rerank_scores(per_image=True) every image is projected once
-    in all; `projections` counts them.
+    """`itm_score` for rerank_scores: the ITM match logit of (image, text) pairs with each image's cross-attention
+    keys/values projected once per call (`qformer.image_kv`) instead of once per pair. A call on one image's
+    pairs scores them in one batched pass over that image's keys/values (batch 1, shared: no copies), kept while
+    consecutive calls stay on that image, so rerank_scores(per_image=True) projects every image once in all (the
+    choice at paper size); a call on several images projects each of them once and gathers per-row copies (the
+    choice for a small model: few, large batches). `projections` counts the images projected.
 
     model: a Blip2Stage1 (itm_logits, qformer.image_kv); image_embeds (Ni, N, D_img); input_ids / attention_mask
     (Nt, T) of every text."""
@@ -86,22 +94,21 @@ class SharedImageITM:
         self.projections = 0
         self._image, self._kv = None, None
 
-    def image_kv(self, image: int):
-        if image != self._image:
-            self._image, self._kv = image, self.model.qformer.image_kv(self.image_embeds[image:image + 1])
-            self.projections += 1
-        return self._kv
+    def _project(self, images: torch.Tensor):
+        self.projections += images.numel()
+        return self.model.qformer.image_kv(self.image_embeds[images.to(self.image_embeds.device)])
 
     def __call__(self, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
         image_idx, text_idx = image_idx.reshape(-1).cpu(), text_idx.reshape(-1).to(self.input_ids.device)
-        images, counts = torch.unique_consecutive(image_idx, return_counts=True)
-        out, start = [], 0
-        for image, count in zip(images.tolist(), counts.tolist()):
-            texts = text_idx[start:start + count]
-            out.append(self.model.itm_logits(None, self.input_ids[texts], self.attention_mask[texts],
-                                             image_kv=self.image_kv(image))[:, 1])
-            start += count
-        return torch.cat(out) if out else torch.zeros(0)
+        ids, mask = self.input_ids[text_idx], self.attention_mask[text_idx]
+        images, inverse = torch.unique(image_idx, return_inverse=True)
+        if images.numel() == 1:
+            if int(images) != self._image:
+                self._image, self._kv = int(images), self._project(images)
+            kv = self._kv  # batch 1, shared by every text
+        else:
+            kv = gather_image_kv(self._project(images), inverse.to(self.image_embeds.device))
+        return self.model.itm_logits(None, ids, mask, image_kv=kv)[:, 1]
 
 
 def per_pair_itm(model, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
