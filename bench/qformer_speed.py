@@ -21,6 +21,7 @@ from reference.blip2.retrieval import FILL, SharedImageITM, rerank_scores
 from reference.blip2.stage1 import Blip2Stage1, Blip2Stage1Config
 
 KV_MODULES = ("crossattention.key", "crossattention.value")  # the image keys/values projections
+RERANK_BATCH = 128  # pairs per reference ITM pass (the public loop's is k): a mixed batch holds 128 images' K/V
 PAPER = dict(config=dict(vocab_size=30523, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                          intermediate_size=3072, encoder_width=1408, num_query_tokens=32), patches=257, text=32)
 TINY = dict(config=dict(vocab_size=60, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -75,9 +76,10 @@ def public_rerank(model, image_embeds, ids, mask, sim, k: int, directions) -> tu
 
 @torch.no_grad()
 def reference_rerank(model, image_embeds, ids, mask, sim, k: int, directions):
-    """reference/blip2/retrieval.py: rerank_scores with SharedImageITM (each image projected once)."""
+    """reference/blip2/retrieval.py: rerank_scores with SharedImageITM, batches of up to RERANK_BATCH pairs sorted
+    by image (one image's pairs share its keys/values; a batch over several images projects them together)."""
     scorer = SharedImageITM(model, image_embeds, ids, mask)
-    i2t, t2i = rerank_scores(sim, scorer, k, batch_size=256, per_image=True, directions=directions)
+    i2t, t2i = rerank_scores(sim, scorer, k, batch_size=RERANK_BATCH, directions=directions)
     return i2t.cpu(), t2i.cpu(), scorer.projections
 
 

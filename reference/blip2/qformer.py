@@ -323,5 +323,7 @@ class QFormer(nn.Module):
 
 
 def gather_image_kv(image_kv: ImageKV, index: torch.Tensor) -> ImageKV:
-    """The rows `index` (M,) of per-layer image keys/values: each (key, value) (Bi, nh, N, hs) -> (M, nh, N, hs)."""
-    return [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index)) for kv in image_kv]
+    """The rows `index` (M,) of per-layer image keys/values: each (key, value) (Bi, nh, N, hs) -> (M, nh, N, hs),
+    in the projection's memory layout (M, N, nh, hs) like keys/values projected in the pass itself."""
+    pick = lambda t: t.transpose(1, 2).index_select(0, index).transpose(1, 2)  # noqa: E731
+    return [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in image_kv]

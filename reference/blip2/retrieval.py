@@ -81,9 +81,11 @@ class SharedImageITM:
     """`itm_score` for rerank_scores: the ITM match logit of (image, text) pairs with each image's cross-attention
     keys/values projected once per call (`qformer.image_kv`) instead of once per pair. A call on one image's
     pairs scores them in one batched pass over that image's keys/values (batch 1, shared: no copies), kept while
-    consecutive calls stay on that image, so rerank_scores(per_image=True) projects every image once in all (the
-    choice at paper size); a call on several images projects each of them once and gathers per-row copies (the
-    choice for a small model: few, large batches). `projections` counts the images projected.
+    consecutive calls stay on that image; a call on several images projects them together, once each, and gathers
+    per-row copies (batch x one image's keys/values in memory). With rerank_scores' pairs sorted by image each
+    image is projected about once per batch it appears in (exactly once in all with per_image=True, the
+    least memory, but small batches where an image has few candidates). `projections` counts the images
+    projected.
 
     model: a Blip2Stage1 (itm_logits, qformer.image_kv); image_embeds (Ni, N, D_img); input_ids / attention_mask
     (Nt, T) of every text."""
