@@ -138,15 +138,20 @@ def rerank_rows(ctx, quick: bool) -> tuple[list[list], dict]:
 
 
 def training_step(model: Blip2Stage1, embeds, ids, mask, reuse: bool, keep: bool = False):
-    """One stage-1 step (all three losses, forward + backward), dropout seeded alike on both sides."""
+    """One stage-1 step (all three losses, forward + backward), dropout seeded alike on both sides. keep=True:
+    returns (losses, gradients, forward FLOPs, backward FLOPs)."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(1)
-    out = model(embeds, ids, mask, generator=torch.Generator().manual_seed(2), reuse_image_kv=reuse)
-    out["loss"].backward()
+    forward = lambda: model(embeds, ids, mask, generator=torch.Generator().manual_seed(2),  # noqa: E731
+                            reuse_image_kv=reuse)
     if not keep:
+        forward()["loss"].backward()
         return None
-    return ({k: v.detach() for k, v in out.items()},
-            {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+    fwd = count_flops(forward)
+    bwd = count_flops(lambda: fwd.result["loss"].backward())
+    return ({k: v.detach() for k, v in fwd.result.items()},
+            {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
+            fwd.total, bwd.total)
 
 
 def training_rows(ctx, quick: bool) -> tuple[list[list], dict]:
@@ -155,10 +160,10 @@ def training_rows(ctx, quick: bool) -> tuple[list[list], dict]:
     device = ctx.device
     model = build(size, ctx.seed, device).train()
     embeds, ids, mask, _ = inputs(model, size, batch, batch, ctx.seed, device)
-    counted = {name: count_flops(lambda: training_step(model, embeds, ids, mask, reuse, keep=True))
-               for name, reuse in (("recompute", False), ("reuse", True))}  # also each side's warm-up
-    (loss_c, grad_c), (loss_r, grad_r) = counted["recompute"].result, counted["reuse"].result
-    flops = {name: c.total for name, c in counted.items()}
+    counted = {name: training_step(model, embeds, ids, mask, reuse, keep=True)  # also each side's warm-up
+               for name, reuse in (("recompute", False), ("reuse", True))}
+    (loss_c, grad_c, fwd_c, bwd_c), (loss_r, grad_r, fwd_r, bwd_r) = counted["recompute"], counted["reuse"]
+    flops = {"recompute": fwd_c + bwd_c, "reuse": fwd_r + bwd_r, "recompute_forward": fwd_c, "reuse_forward": fwd_r}
     loss_diff = max((loss_c[k] - loss_r[k]).abs().item() for k in loss_c)
     grad_diff = max((grad_c[n] - grad_r[n]).abs().max().item() for n in grad_c) if grad_c.keys() == grad_r.keys() \
         else float("inf")
@@ -170,9 +175,10 @@ def training_rows(ctx, quick: bool) -> tuple[list[list], dict]:
     share = 1 - flops["reuse"] / flops["recompute"]
     rows = [[f"{'tiny' if quick else 'paper'} size, batch {batch} (ITM on {batch} positive + {2 * batch} negative "
              f"pairs)", 1000 * t.summary("recompute")["wall_median_s"], 1000 * t.summary("reuse")["wall_median_s"],
-             wall.text(), cpu.text(), 100 * share, flops["recompute"] / flops["reuse"], t.load_text(), loss_diff,
-             grad_diff]]
+             wall.text(), cpu.text(), 100 * share, flops["recompute"] / flops["reuse"], fwd_c / fwd_r, t.load_text(),
+             loss_diff, grad_diff]]
     metrics = {"batch": batch, "flops": flops, "saved_flop_share": share, "flop_ratio": flops["recompute"] / flops["reuse"],
+               "forward_flop_ratio": fwd_c / fwd_r,
                "speedup_wall": wall.record(), "speedup_cpu": cpu.record(), "max_loss_diff": loss_diff,
                "max_grad_diff": grad_diff, "timing": t.record()}
     return rows, metrics
