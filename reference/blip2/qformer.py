@@ -1,4 +1,4 @@
-"""The BLIP-2 Querying Transformer (Q-Former), written from the paper and DESIGN.md §4.
+"""The BLIP-2 Querying Transformer (Q-Former), written from the paper and docs/design.md §4.
 
 A BERT-style encoder whose input is [learned queries ; text tokens]:
 - the queries (num_query_tokens x hidden, std 0.02) take no position embeddings; text tokens take word +

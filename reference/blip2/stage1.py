@@ -1,6 +1,6 @@
 """BLIP-2 stage 1: the Q-Former with its ITC / ITM / ITG heads, one forward returning each loss.
 
-Follows the paper and the public code's structure (DESIGN.md §4): one unimodal query pass (use_cache=True)
+Follows the paper and the public code's structure (docs/design.md §4): one unimodal query pass (use_cache=True)
 feeds both ITC (query features -> vision_proj) and ITG (its self-attention keys/values are reused by the text
 decoder pass instead of being recomputed); the text [CLS] -> text_proj gives the ITC text feature; ITM runs
 [queries ; text] bidirectionally on positives and hard negatives sampled from the ITC similarities. The image
