@@ -54,6 +54,11 @@ class Timings:
         per_round = [x / y for x, y in zip(a, b) if y > 0]
         return Ratio(per_round, self.max_spread)
 
+    def load_text(self) -> str:
+        """'0.52 -> 1.10': the 1-minute load average at the start and the end, for a report cell."""
+        fmt = lambda load: "n/a" if load is None else f"{load[0]:.2f}"  # noqa: E731
+        return f"{fmt(self.load_start)} -> {fmt(self.load_end)}"
+
     def record(self) -> dict[str, Any]:
         """JSON-able record: per-method summaries, the raw samples and the load."""
         return {"methods": {m: self.summary(m) for m in self.wall}, "wall_s": self.wall, "cpu_s": self.cpu,

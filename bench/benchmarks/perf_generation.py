@@ -1,98 +1,87 @@
 """The `perf-generation` benchmark: Pix2Seq generation speed of the port's loop against ours
 (reports/performance.md, first part).
 
-Part 1, the port-sized model (DeiT-III small/16 at 384 px + 6-layer decoder) with random weights and
-random images, greedy, no constraint, a fixed 101 steps (the port's setting) for every method:
-(a) the port's loop, (b) encoder once + full recompute, (c) KV cache, (d) (c) with the decode step
-replayed from a CUDA graph (CUDA only). The port's loop does the same fixed-shape work at every step
-(encoder on the images, decoder over max_len - 1 padded positions), so on CPU it is timed on its first
-few steps and its 101-step time is that mean step time x 101; the report says where this is so.
-Part 2, the shipped tiny checkpoint on the generated validation images, fixed length vs stop at EOS.
+Every ratio comes from bench.timing.compare: the methods interleaved (alternating order), the SAME steps on
+both sides, median of the per-round ratios with their range (UNSTEADY when they spread by more than 25%), wall
+and CPU time, the load average at start and end. Nothing is extrapolated.
+
+Part 1, the port-sized model (DeiT-III small/16 at 384 px + 6-layer decoder) with random weights and random
+images, greedy, no constraint: (a) the port's loop against (c) the KV cache over the same first steps (on CPU a
+prefix of the port's 101 steps: the port loop costs the full encoder + decoder at every step), and (b) encoder
+once + full recompute against (c) over all 101 steps; (d) (c) replayed from a CUDA graph (CUDA only).
+Part 2, the shipped tiny checkpoint on the generated validation images at batch 64: the port loop, the KV cache
+at fixed length (with torch's threads and with one thread) and stopping at EOS, all in one interleaved comparison.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from bench.registry import RunContext, register_benchmark
 from bench.results import BenchmarkResult, Section, Table
+from bench.timing import compare
 from reference.pix2seq.generate import generate
 from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig, prepare_images
 
 PORT_STEPS = 101
+CPU_PREFIX_STEPS = 8  # steps of the port loop timed on CPU, the same steps for the KV cache
 CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pix2seq_tiny.safetensors"
 LABELS = {"port": "(a) port loop", "recompute": "(b) encoder once + recompute", "cache": "(c) KV cache",
           "graph": "(d) KV cache + CUDA graph"}
+NOT_MEASURED = "not measured on CPU (time budget)"
+GPU_NOTE = "not measured (no GPU in this run)"
+PAIR_HEADERS = ["comparison", "batch", "steps (both sides)", "slower side ms", "faster side ms",
+                "speed-up, wall (median, range)", "speed-up, CPU time", "load 1 min, start -> end", "tokens identical"]
+PAIR_KINDS = ["text", "count", "count", "ms", "ms", "text", "text", "text", "text"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def compare_pair(run, slow: str, fast: str, steps: int, batch: int, repeats: int, warmup: int, device):
+    """One interleaved comparison of two methods over the same `steps`: (table row, metrics)."""
+    t = compare({m: (lambda m=m: run(m, steps)) for m in (slow, fast)}, repeats=repeats, warmup=warmup,
+                device=device)
+    wall, cpu = t.ratio(slow, fast), t.ratio(slow, fast, "cpu")
+    same = torch.equal(t.results[slow][0], t.results[fast][0])
+    slow_ms, fast_ms = (1000 * t.summary(m)["wall_median_s"] for m in (slow, fast))
+    row = [f"{LABELS[slow]} vs {LABELS[fast]}", batch, steps, slow_ms, fast_ms, wall.text(), cpu.text(),
+           t.load_text(), "yes" if same else "NO"]
+    metrics = {"steps": steps, "speedup_wall": wall.record(), "speedup_cpu": cpu.record(), "slow_ms": slow_ms,
+               "fast_ms": fast_ms, "images_per_s_fast": batch / (fast_ms / 1000), "tokens_identical": same,
+               "timing": t.record()}
+    return row, metrics
 
 
-def timed(fn, device: torch.device, repeats: int = 1):
-    """(result of the last call, best wall seconds of `repeats` calls, CPU seconds of this process then)."""
-    best, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        _sync(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        _sync(device)
-        wall = time.perf_counter() - start
-        if wall < best:
-            best, cpu = wall, time.process_time() - start_cpu
-    return out, best, cpu
-
-
-def port_sized_rows(ctx: RunContext, batches: list[int], port_probe_steps: int) -> tuple[list[list], dict]:
+def port_sized_rows(ctx: RunContext, batches: list[int], cpu_batches: set[int]) -> tuple[list[list], dict]:
     device, cuda = ctx.device, ctx.device.type == "cuda"
     torch.manual_seed(ctx.seed)
     model = Pix2Seq(Pix2SeqConfig.port()).to(device).eval()
-    methods = ["port", "recompute", "cache"] + (["graph"] if cuda else [])
     rows, metrics = [], {}
+    repeats = 3 if cuda else 2
     for batch in batches:
         images = torch.randn(batch, 3, 384, 384, generator=torch.Generator().manual_seed(batch)).to(device)
         run = lambda method, steps: generate(model, images, method=method, max_new_tokens=steps,  # noqa: E731
                                              stop_at_eos=False)
-        if cuda:  # warm-up: kernels, allocator, cuBLAS handles
-            for method in methods:
-                run(method, 4)
-        reference, seconds, cpu = timed(lambda: run("cache", PORT_STEPS), device, repeats=3 if cuda else 1)
-        results = {"cache": (reference[0], seconds, cpu, PORT_STEPS)}
-        for method in methods:
-            if method == "cache":
-                continue
-            if method == "recompute" and not cuda and batch > 4:
-                continue  # CPU time budget: recorded as not measured
-            probe = port_probe_steps if batch <= 16 else 1  # CPU time budget at batch 64
-            steps = probe if (method == "port" and not cuda) else PORT_STEPS
-            out, seconds, cpu = timed(lambda: run(method, steps), device, repeats=3 if cuda and method != "port" else 1)
-            results[method] = (out[0], seconds * PORT_STEPS / steps, cpu * PORT_STEPS / steps, steps)
-        base, base_cpu = results["port"][1], results["port"][2]
-        for method in methods:
-            label = LABELS[method]
-            if method not in results:
-                rows.append([label, batch, None, None, None, None, "not measured on CPU (time budget)", None])
-                continue
-            tokens, seconds, cpu, steps = results[method]
-            same = torch.equal(tokens, reference[0][:, :tokens.shape[1]])
-            how = "all 101 steps" if steps == PORT_STEPS else f"{steps} of 101 steps timed, x 101/{steps}"
-            rows.append([label, batch, 1000 * seconds, batch / seconds, base / seconds, base_cpu / cpu, how,
-                         f"{'yes' if same else 'NO'} ({tokens.shape[1] - 1} steps)"])
-            metrics[f"{method}_b{batch}"] = {"ms_per_batch": 1000 * seconds, "images_per_s": batch / seconds,
-                                             "speedup_vs_port": base / seconds, "cpu_seconds": cpu,
-                                             "speedup_vs_port_cpu_time": base_cpu / cpu, "timed_steps": steps,
-                                             "tokens_identical": same}
+        if not cuda and batch not in cpu_batches:
+            rows.append([f"{LABELS['port']} vs {LABELS['cache']}", batch, None, None, None, NOT_MEASURED,
+                         None, None, None])
+            continue
+        prefix = PORT_STEPS if cuda else CPU_PREFIX_STEPS
+        pairs = [("port", "cache", prefix), ("recompute", "cache", PORT_STEPS)]
+        if cuda:
+            pairs.append(("cache", "graph", PORT_STEPS))
+        for slow, fast, steps in pairs:
+            row, m = compare_pair(run, slow, fast, steps, batch, repeats, 1, device)
+            rows.append(row)
+            metrics[f"{slow}_vs_{fast}_b{batch}"] = m
         if not cuda:
-            rows.append([LABELS["graph"], batch, None, None, None, None, "not measured (no GPU in this run)", None])
+            rows.append([f"{LABELS['cache']} vs {LABELS['graph']}", batch, None, None, None, GPU_NOTE, None, None,
+                         None])
     return rows, metrics
 
 
-def tiny_rows(ctx: RunContext, limit: int) -> tuple[list[list], dict, str]:
-    """The shipped tiny checkpoint on generated val images: fixed length vs constrained + stop at EOS."""
+def tiny_rows(ctx: RunContext, count: int) -> tuple[list[list], dict, str]:
+    """The shipped tiny checkpoint on generated val images, one batch, every variant in one comparison."""
     from bench.datasets.coco import CocoDetection
     from bench.datasets.synthetic import default_dataset
     from reference.pix2seq.checkpoint import load_checkpoint
@@ -103,64 +92,89 @@ def tiny_rows(ctx: RunContext, limit: int) -> tuple[list[list], dict, str]:
     model, _ = load_checkpoint(CHECKPOINT, map_location=device)
     paths = default_dataset()
     val = CocoDetection(paths.images_dir("val"), paths.instances_json("val"))
-    count = min(limit, len(val))
+    count = min(count, len(val))
     images = prepare_images([val[i][0] for i in range(count)], model.cfg.image_size, device=device)
     steps = model.vocab.max_len - 1
-    variants = [("port", dict(stop_at_eos=False)), ("cache", dict(stop_at_eos=False)),
-                ("cache", dict(stop_at_eos=True, constrain=True))]
+    threads = torch.get_num_threads()
+    variants = {"port, fixed": ("port", dict(stop_at_eos=False)), "cache, fixed": ("cache", dict(stop_at_eos=False)),
+                "cache, EOS": ("cache", dict(stop_at_eos=True, constrain=True))}
     if device.type == "cuda":
-        variants += [("graph", dict(stop_at_eos=False)), ("graph", dict(stop_at_eos=True, constrain=True))]
-    rows, metrics, base, batch = [], {}, None, 64
-    for method, options in variants:
-        if device.type == "cuda":
-            generate(model, images[:batch], method=method, **options)  # warm-up
-        lengths, total = [], 0.0
-        for start in range(0, count, batch):
-            (tokens, _), seconds, _ = timed(lambda: generate(model, images[start:start + batch], method=method,
-                                                          max_new_tokens=steps, **options), device)
-            total += seconds
-            lengths.append(tokens.shape[1] - 1)
-        base = base or total
+        variants["graph, fixed"] = ("graph", dict(stop_at_eos=False))
+        variants["graph, EOS"] = ("graph", dict(stop_at_eos=True, constrain=True))
+    elif threads > 1:
+        variants["cache, fixed, 1 thread"] = ("cache", dict(stop_at_eos=False, threads=1))
+    calls = {name: (lambda method=method, options=options: generate(model, images, method=method,
+                                                                     max_new_tokens=steps, **options))
+             for name, (method, options) in variants.items()}
+    t = compare(calls, repeats=2, warmup=1 if device.type == "cuda" else 0, device=device)
+    rows, metrics = [], {}
+    for name, (method, options) in variants.items():
+        median = t.summary(name)["wall_median_s"]
+        wall, cpu = t.ratio("port, fixed", name), t.ratio("port, fixed", name, "cpu")
         mode = "stop at EOS, constrained" if options.get("stop_at_eos") else f"fixed {steps} steps"
-        rows.append([LABELS[method], mode, count, 1000 * total / len(lengths), count / total, base / total,
-                     sum(lengths) / len(lengths)])
-        metrics[f"tiny_{method}_{'eos' if options.get('stop_at_eos') else 'fixed'}"] = {
-            "images_per_s": count / total, "speedup_vs_port": base / total, "mean_steps": sum(lengths) / len(lengths)}
-    note = (f"{count} generated validation images (128 px), batch {batch}, checkpoint {CHECKPOINT.name}; "
-            f"the tiny vocabulary has max_len {model.vocab.max_len}, so the fixed runs take {steps} steps.")
+        used = options.get("threads", threads) if device.type != "cuda" else None
+        lengths = t.results[name][0].shape[1] - 1
+        rows.append([LABELS[method], mode, used, 1000 * median, count / median,
+                     "1" if name == "port, fixed" else wall.text(), "1" if name == "port, fixed" else cpu.text(),
+                     lengths])
+        metrics[f"tiny_{name.replace(', ', '_').replace(' ', '_')}"] = {
+            "images_per_s": count / median, "speedup_vs_port_wall": wall.record(),
+            "speedup_vs_port_cpu": cpu.record(), "steps": lengths, "threads": used}
+    metrics["tiny_timing"] = t.record()
+    note = (f"{count} generated validation images (128 px) in one batch, checkpoint {CHECKPOINT.name}; the tiny "
+            f"vocabulary has max_len {model.vocab.max_len}, so the fixed runs take {steps} steps. All variants "
+            f"in one interleaved comparison (load 1 min {t.load_text()}). \"threads\" is torch's intra-op CPU "
+            "threads during the call. The KV cache's step at this size is dozens of sub-millisecond operations, "
+            "each a barrier for every thread: on a CPU shared with other work a descheduled thread stalls each "
+            "of them (CPU time grows too: the waiting threads spin), while the port loop's large operations "
+            "hardly notice. This is what made an earlier single-shot, non-interleaved run on a loaded machine "
+            "print the KV cache at 0.70x of the port loop; the one-thread row shows the effect in this run.")
     return rows, metrics, note
 
 
 @register_benchmark("perf-generation", description="Pix2Seq generation speed: port loop vs KV cache (vs CUDA graph)",
                     report="performance", order=0, report_title="Performance")
 def run(ctx: RunContext) -> BenchmarkResult:
+    cuda = ctx.device.type == "cuda"
     batches = [1] if ctx.quick else [1, 4, 16, 64]
-    probe = 1 if ctx.quick else 2
-    rows, metrics = port_sized_rows(ctx, batches, probe)
+    cpu_batches = {1} if ctx.quick else {1, 4}
+    rows, metrics = port_sized_rows(ctx, batches, cpu_batches)
     tiny, tiny_metrics, tiny_note = tiny_rows(ctx, 16 if ctx.quick else 64)
     metrics.update(tiny_metrics)
-    cache_over_port = {b: metrics[f"cache_b{b}"]["speedup_vs_port"] for b in batches}
-    metrics["cache_over_port"] = cache_over_port
-    headers = ["method", "batch", "ms / batch (101 steps)", "images / s", "speed-up vs (a), wall",
-               "speed-up vs (a), CPU time", "how timed", "tokens = (c)"]
-    text = (f"Device: {ctx.device} with {torch.get_num_threads()} torch threads "
-            f"(package versions and the machine are listed below). Port-sized model "
-            f"(DeiT-III small/16 @ 384 + 6-layer decoder, random weights, seed {ctx.seed}), random images, greedy, "
-            f"no constraint, {PORT_STEPS} steps for every method. \"tokens = (c)\" compares every generated "
-            f"token with the KV-cache run (over the steps that were run). Wall time is what a user waits; on a "
-            f"shared machine the process's CPU time is the steadier measure, so both speed-ups are listed. "
-            f"KV cache over port loop (wall): "
-            + ", ".join(f"{v:.0f}x at batch {b}" for b, v in cache_over_port.items()) + ".")
-    sections = [Section("Pix2Seq generation, port-sized model", text, tables=[Table(headers, rows, floatfmt=".4g")])]
+    prefix = PORT_STEPS if cuda else CPU_PREFIX_STEPS
+    steady = [f"{m['speedup_wall']['median']:.3g}x at batch {k.rsplit('_b', 1)[1]}"
+              for k, m in metrics.items() if k.startswith("port_vs_cache") and m["speedup_wall"]["steady"]]
+    unsteady = [k.rsplit("_b", 1)[1] for k, m in metrics.items()
+                if k.startswith("port_vs_cache") and not m["speedup_wall"]["steady"]]
+    summary = ((f"KV cache over port loop, first {prefix} steps, wall: " + ", ".join(steady) + ". ") if steady else "")
+    summary += (f"Unsteady in this run (not a headline): batch {', '.join(unsteady)}. " if unsteady else "")
+    text = (f"Device: {ctx.device} with {torch.get_num_threads()} torch threads (package versions and the machine are "
+            f"listed below). Port-sized model (DeiT-III small/16 @ 384 + 6-layer decoder, random weights, seed "
+            f"{ctx.seed}), random images, greedy, no constraint. Each row is one interleaved comparison over the "
+            "same steps on both sides (bench.timing.compare: 2 rounds on CPU after a warm-up, alternating order; "
+            "speed-up = median of the per-round ratios, with their range; UNSTEADY when the rounds spread by more "
+            "than 25%), wall and process CPU time, with the load average at start and end. "
+            + ("" if cuda else
+               f"On CPU the port loop, which re-runs the encoder and the whole padded decoder at every step, is "
+               f"timed over the first {CPU_PREFIX_STEPS} of the {PORT_STEPS} steps and so is the KV cache: the "
+               f"ratio is over those {CPU_PREFIX_STEPS} steps (the cache's one encoder pass weighs more there than "
+               f"over {PORT_STEPS}), never extrapolated. The KV cache against the encoder-once recompute runs all "
+               f"{PORT_STEPS} steps. Batches 16 and 64 are not measured on CPU (a port step takes several "
+               "seconds there). ")
+            + summary)
+    sections = [Section("Pix2Seq generation, port-sized model", text,
+                        tables=[Table(PAIR_HEADERS, rows, kinds=PAIR_KINDS)])]
+    heading = "Pix2Seq generation, shipped tiny checkpoint on real images"
     if tiny:
-        sections.append(Section(
-            "Pix2Seq generation, shipped tiny checkpoint on real images", tiny_note,
-            tables=[Table(["method", "mode", "images", "ms / batch", "images / s", "speed-up vs first row",
-                           "mean steps per batch"], tiny, floatfmt=".4g")]))
+        sections.append(Section(heading, tiny_note, tables=[Table(
+            ["method", "mode", "threads", "ms / batch (median)", "images / s", "speed-up vs port loop, wall",
+             "speed-up vs port loop, CPU time", "steps"], tiny,
+            kinds=["text", "text", "count", "ms", "rate", "text", "text", "count"])]))
     else:
-        sections.append(Section("Pix2Seq generation, shipped tiny checkpoint on real images", tiny_note))
+        sections.append(Section(heading, tiny_note))
     ok = all(v.get("tokens_identical", True) for v in metrics.values() if isinstance(v, dict))
     return BenchmarkResult(benchmark="perf-generation", report="performance", title="Pix2Seq generation speed",
-                           metrics=metrics, config={"batches": batches, "port_probe_steps": probe,
-                                                    "steps": PORT_STEPS, "quick": ctx.quick},
+                           metrics=metrics, config={"batches": batches, "cpu_batches": sorted(cpu_batches),
+                                                    "cpu_prefix_steps": CPU_PREFIX_STEPS, "steps": PORT_STEPS,
+                                                    "quick": ctx.quick},
                            seeds={"seed": ctx.seed}, sections=sections, ok=ok)

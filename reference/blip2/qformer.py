@@ -1,4 +1,4 @@
-"""The BLIP-2 Querying Transformer (Q-Former), written from the paper and DESIGN.md §4.
+"""The BLIP-2 Querying Transformer (Q-Former), written from the paper and docs/design.md §4.
 
 A BERT-style encoder whose input is [learned queries ; text tokens]:
 - the queries (num_query_tokens x hidden, std 0.02) take no position embeddings; text tokens take word +
@@ -8,7 +8,10 @@ A BERT-style encoder whose input is [learned queries ; text tokens]:
 - a cross-attention block to the frozen image features sits in every `cross_attention_freq`-th layer
   (layers 0, k, 2k, ...) and runs on the query slice only; a text-only input never runs it;
 - queries and text have separate feed-forward weights (`query_ffn` beside `text_ffn`);
-- `use_cache=True` returns the self-attention keys/values per layer, `past_key_values` takes them back.
+- `use_cache=True` returns the self-attention keys/values per layer, `past_key_values` takes them back;
+- `image_kv(image_embeds)` projects each cross-attention layer's image keys/values once, `forward(image_kv=...)`
+  takes them instead of the image features: a batch of 1 is shared by every row (an image beside its k candidate
+  texts: retrieval re-ranking), a batch of B is one image per row (gathered: the ITM pass of a training step).
 
 Weight names map one to one onto transformers' `Blip2QFormerModel` (see reference/blip2/convert.py).
 """
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 KVCache = list  # one (key, value) pair per layer, each (B, nh, L, hs)
+ImageKV = list  # per layer the cross-attention (key, value) of the image, each (Bi, nh, N, hs); None: no cross-attention
 
 
 @dataclass
@@ -94,32 +98,52 @@ class Attention(nn.Module):
         self.norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """source (B, S, kv_width) -> key, value each (B, nh, S, hs)."""
+        B, S, _ = source.shape
+        hs = self.query.out_features // self.n_head
+        k = self.key(source).view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        v = self.value(source).view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        return k, v
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor | None = None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None):
+                past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None):
         """x (B, T, C); context (B, S, kv_width) for cross-attention (None: self-attention);
-        mask additive (B, 1, T, L) or None; past (key, value) each (B, nh, P, hs) prepended to this step's.
+        mask additive (B, 1, T, L) or None; past (key, value) each (B, nh, P, hs) prepended to this step's;
+        kv: precomputed cross-attention (key, value) each (B, nh, S, hs), or (1, nh, S, hs) shared by all B rows
+        (their queries then attend as one batch of B*T rows: same numbers, one copy of the keys).
         Returns (output (B, T, C), (key, value) over all L positions)."""
         B, T, C = x.shape
         hs = C // self.n_head
-        source = x if context is None else context
-        S = source.shape[1]
         q = self.query(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(source).view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
-        v = self.value(source).view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        k, v = kv if kv is not None else self.key_value(x if context is None else context)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, nh, P+S, hs)
             v = torch.cat([past[1], v], dim=2)
+        shared = kv is not None and k.shape[0] == 1 and B > 1
+        if shared:
+            if mask is not None and mask.shape[0] != 1:
+                raise ValueError(f"image_kv shared by {B} rows needs an image_mask of batch 1, got {tuple(mask.shape)}")
+            q = q.transpose(0, 1).reshape(1, self.n_head, B * T, hs)  # (1, nh, B*T, hs)
+        elif kv is not None and k.shape[0] != B:
+            raise ValueError(f"image_kv of batch {k.shape[0]} for {B} rows: expected {B} or 1 (shared)")
+        y = self._attend(q, k, v, mask)  # (B, nh, T, hs) or (1, nh, B*T, hs)
+        if shared:
+            y = y.view(self.n_head, B, T, hs).transpose(0, 1)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.norm(self.dropout(self.dense(y)) + x), (k, v)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """q (B, nh, T, hs), k / v (B, nh, L, hs), additive mask broadcastable to (B, nh, T, L) -> (B, nh, T, hs)."""
         p = self.attn_dropout if self.training else 0.0
         if self.eager:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * hs**-0.5  # (B, nh, T, L)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1]**-0.5  # (B, nh, T, L)
             if mask is not None:
                 scores = scores + mask
             probs = F.dropout(scores.softmax(dim=-1), p=p, training=self.training)
-            y = torch.matmul(probs, v)  # (B, nh, T, hs)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.norm(self.dropout(self.dense(y)) + x), (k, v)
+            return torch.matmul(probs, v)  # (B, nh, T, hs)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
 
 
 class FeedForward(nn.Module):
@@ -145,16 +169,18 @@ class QFormerLayer(nn.Module):
         self.text_ffn = FeedForward(config)
         self.query_ffn = FeedForward(config)
 
-    def forward(self, x, mask, query_length, image_embeds, image_mask, past):
-        """x (B, T, C) whose first `query_length` rows are queries. Returns (output (B, T, C), (k, v))."""
+    def forward(self, x, mask, query_length, image_embeds, image_mask, past, image_kv=None):
+        """x (B, T, C) whose first `query_length` rows are queries; image_kv: this layer's precomputed
+        cross-attention (key, value) or None. Returns (output (B, T, C), (k, v))."""
         h, present = self.attention(x, mask, past=past)
         if query_length == 0:
             return self.text_ffn(h), present
         queries = h[:, :query_length]  # (B, Q, C)
         if self.crossattention is not None:
-            if image_embeds is None:
-                raise ValueError("image_embeds are required: the queries pass through a cross-attention layer")
-            queries, _ = self.crossattention(queries, image_mask, context=image_embeds)
+            if image_embeds is None and image_kv is None:
+                raise ValueError("image_embeds are required (or their image_kv): the queries pass through a "
+                                 "cross-attention layer")
+            queries, _ = self.crossattention(queries, image_mask, context=image_embeds, kv=image_kv)
         out = self.query_ffn(queries)
         if h.shape[1] > query_length:
             out = torch.cat([out, self.text_ffn(h[:, query_length:])], dim=1)  # (B, Q+T, C)
@@ -204,6 +230,17 @@ class QFormer(nn.Module):
     def cross_attention_layers(self) -> list[int]:
         return [i for i, layer in enumerate(self.layers) if layer.has_cross_attention]
 
+    def image_kv(self, image_embeds: torch.Tensor) -> ImageKV:
+        """Each cross-attention layer's keys/values of the image features (Bi, N, encoder_width), computed once:
+        per layer (key, value) each (Bi, nh, N, hs), None for a layer without cross-attention. Pass them as
+        `forward(image_kv=...)`; rows of one image can share a batch-1 entry, `gather_image_kv` picks rows."""
+        if image_embeds.dim() != 3 or image_embeds.shape[-1] != self.config.encoder_width:
+            raise ValueError(f"image_embeds must be (B, N, {self.config.encoder_width}), got "
+                             f"{tuple(image_embeds.shape)}")
+        image_embeds = image_embeds.to(self.query_tokens.dtype)
+        return [layer.crossattention.key_value(image_embeds) if layer.has_cross_attention else None
+                for layer in self.layers]
+
     def embed(self, input_ids: torch.Tensor | None, with_queries: bool, batch: int,
               position_offset: int = 0) -> torch.Tensor:
         """[queries ; word + position embeddings] -> LayerNorm -> dropout: (B, Q+T, C)."""
@@ -223,7 +260,8 @@ class QFormer(nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 image_embeds: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
                 with_queries: bool | None = None, past_key_values: KVCache | None = None,
-                past_query_length: int = 0, causal: bool = False, use_cache: bool = False) -> QFormerOutput:
+                past_query_length: int = 0, causal: bool = False, use_cache: bool = False,
+                image_kv: ImageKV | None = None) -> QFormerOutput:
         """Run the Q-Former on [queries ; input_ids].
 
         input_ids (B, T) text or None; attention_mask (B, L) over every position including the queries and
@@ -231,14 +269,27 @@ class QFormer(nn.Module):
         (required whenever queries are in the input); with_queries: prepend the learned queries (default: when
         image_embeds are given); past_key_values from an earlier call, whose first `past_query_length`
         positions are queries; causal: the ITG decoder mask. Text positions start at 0 after the queries.
+        image_kv (from `image_kv`) replaces image_embeds: per-layer keys/values of batch B, or of batch 1 shared
+        by every row. image_mask (Bi, N) then has the batch of image_kv.
         """
+        if image_kv is not None:
+            if image_embeds is not None:
+                raise ValueError("give image_embeds or image_kv, not both")
+            if len(image_kv) != len(self.layers):
+                raise ValueError(f"image_kv has {len(image_kv)} entries, expected one per layer ({len(self.layers)})")
+        has_image = image_embeds is not None or image_kv is not None
         if with_queries is None:
-            with_queries = image_embeds is not None
+            with_queries = has_image
         if input_ids is None and not with_queries:
             raise ValueError("nothing to run: give input_ids, or image_embeds / with_queries=True for the queries")
         if input_ids is not None and input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
-        B = input_ids.shape[0] if input_ids is not None else image_embeds.shape[0]
+        if input_ids is not None:
+            B = input_ids.shape[0]
+        elif image_embeds is not None:
+            B = image_embeds.shape[0]
+        else:
+            B = next(kv[0].shape[0] for kv in image_kv if kv is not None) if image_kv is not None else 1
         Q = self.config.num_query_tokens if with_queries else 0
         if with_queries and past_key_values is not None:
             raise ValueError("queries can only come first: with_queries=True and past_key_values are exclusive")
@@ -259,13 +310,20 @@ class QFormer(nn.Module):
         img_mask = None
         if image_embeds is not None:
             image_embeds = image_embeds.to(x.dtype)
-            if image_mask is not None:
-                img_mask = additive(image_mask.bool()[:, None, None, :], x.dtype)  # (B, 1, 1, N)
+        if has_image and image_mask is not None:
+            img_mask = additive(image_mask.bool()[:, None, None, :], x.dtype)  # (Bi, 1, 1, N)
         presents = []
         for i, layer in enumerate(self.layers):
             past = past_key_values[i] if past_key_values is not None else None
-            x, present = layer(x, mask, Q, image_embeds, img_mask, past)
+            x, present = layer(x, mask, Q, image_embeds, img_mask, past, image_kv[i] if image_kv is not None else None)
             if use_cache:  # otherwise let each layer's keys/values go at once
                 presents.append(present)
         return QFormerOutput(x, presents if use_cache else None)
 
+
+
+def gather_image_kv(image_kv: ImageKV, index: torch.Tensor) -> ImageKV:
+    """The rows `index` (M,) of per-layer image keys/values: each (key, value) (Bi, nh, N, hs) -> (M, nh, N, hs),
+    in the projection's memory layout (M, N, nh, hs) like keys/values projected in the pass itself."""
+    pick = lambda t: t.transpose(1, 2).index_select(0, index).transpose(1, 2)  # noqa: E731
+    return [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in image_kv]

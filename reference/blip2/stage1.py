@@ -1,9 +1,12 @@
 """BLIP-2 stage 1: the Q-Former with its ITC / ITM / ITG heads, one forward returning each loss.
 
-Follows the paper and the public code's structure (DESIGN.md §4): one unimodal query pass (use_cache=True)
+Follows the paper and the public code's structure (docs/design.md §4): one unimodal query pass (use_cache=True)
 feeds both ITC (query features -> vision_proj) and ITG (its self-attention keys/values are reused by the text
 decoder pass instead of being recomputed); the text [CLS] -> text_proj gives the ITC text feature; ITM runs
-[queries ; text] bidirectionally on positives and hard negatives sampled from the ITC similarities.
+[queries ; text] bidirectionally on positives and hard negatives sampled from the ITC similarities. The image
+keys/values of every cross-attention layer are projected once per step and reused by the ITM pass (its 3B pairs
+are rows of the same B images), unless `forward(reuse_image_kv=False)` recomputes them per pair as the public
+code does (same losses and gradients up to float rounding; tests/test_qformer_kv_reuse.py).
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference.blip2.losses import (clamp_temperature, decoder_inputs, gather_features, itc_loss, itc_similarity,
-                                    itm_loss, lm_loss)
-from reference.blip2.qformer import QFormer, QFormerConfig, QFormerOutput
+from reference.blip2.losses import (clamp_temperature, decoder_inputs, distributed_world, gather_features, itc_loss,
+                                    itc_similarity, itm_loss, lm_loss)
+from reference.blip2.qformer import ImageKV, QFormer, QFormerConfig, QFormerOutput, gather_image_kv
 from reference.blip2.sampler import sample_negatives
 
 
@@ -69,9 +72,12 @@ class Blip2Stage1(nn.Module):
             nn.init.zeros_(module.bias)
 
     # -- the three passes ------------------------------------------------------------------------
-    def query_pass(self, image_embeds: torch.Tensor, use_cache: bool = False) -> QFormerOutput:
-        """Unimodal queries over the image features (B, N, D_img): last_hidden_state (B, Q, C)."""
-        return self.qformer(image_embeds=image_embeds, use_cache=use_cache)
+    def query_pass(self, image_embeds: torch.Tensor | None, use_cache: bool = False,
+                   image_kv: ImageKV | None = None) -> QFormerOutput:
+        """Unimodal queries over the image features (B, N, D_img) (or their precomputed image_kv):
+        last_hidden_state (B, Q, C)."""
+        return self.qformer(image_embeds=image_embeds, use_cache=use_cache, image_kv=image_kv,
+                            with_queries=True)
 
     def image_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """L2-normalised query features (B, Q, E) for ITC."""
@@ -85,19 +91,22 @@ class Blip2Stage1(nn.Module):
         """L2-normalised [CLS] feature (B, E) for ITC."""
         return F.normalize(self.text_proj(self.text_pass(input_ids, attention_mask)[:, 0]), dim=-1)
 
-    def itm_pass(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[queries ; text] with a bidirectional mask: hidden states (B, Q+T, C)."""
+    def itm_pass(self, image_embeds: torch.Tensor | None, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None, image_kv: ImageKV | None = None) -> torch.Tensor:
+        """[queries ; text] with a bidirectional mask: hidden states (B, Q+T, C). image_kv (from
+        qformer.image_kv) replaces image_embeds: batch B, or batch 1 shared by all B texts (one image beside
+        its candidate texts)."""
         B, Q = input_ids.shape[0], self.config.qformer.num_query_tokens
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         full = torch.cat([attention_mask.new_ones(B, Q), attention_mask], dim=1)  # (B, Q+T)
-        return self.qformer(input_ids=input_ids, attention_mask=full, image_embeds=image_embeds).last_hidden_state
+        return self.qformer(input_ids=input_ids, attention_mask=full, image_embeds=image_embeds, image_kv=image_kv,
+                            with_queries=True).last_hidden_state
 
-    def itm_logits(self, image_embeds, input_ids, attention_mask=None) -> torch.Tensor:
+    def itm_logits(self, image_embeds, input_ids, attention_mask=None, image_kv: ImageKV | None = None) -> torch.Tensor:
         """Matching logits (B, 2), the head averaged over the query positions; column 1 = match."""
         Q = self.config.qformer.num_query_tokens
-        return self.itm_head(self.itm_pass(image_embeds, input_ids, attention_mask)[:, :Q]).mean(dim=1)
+        return self.itm_head(self.itm_pass(image_embeds, input_ids, attention_mask, image_kv)[:, :Q]).mean(dim=1)
 
     def itg_logits(self, image_embeds: torch.Tensor, decoder_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, reuse_query_cache: bool = True) -> torch.Tensor:
@@ -130,17 +139,20 @@ class Blip2Stage1(nn.Module):
     # -- stage-1 training forward ------------------------------------------------------------------
     def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                hard_negatives: float = 1.0) -> dict:
+                hard_negatives: float = 1.0, reuse_image_kv: bool = True) -> dict:
         """image_embeds (B, N, D_img); input_ids / attention_mask (B, T) as [CLS] text [SEP] pad...; image_ids
         (B,) make captions of one image positives of each other; hard_negatives: share of the ITM negatives
         drawn from the ITC similarities (1, the paper) rather than uniformly (0: random negatives; see
-        sampler.sample_negatives). Returns {"itc", "itm", "itg", "loss"}."""
+        sampler.sample_negatives); reuse_image_kv: project the images' cross-attention keys/values once for
+        the query pass and the ITM pass (False: per pass and pair, the public code's recompute).
+        Returns {"itc", "itm", "itg", "loss"}."""
         B = image_embeds.shape[0]
         cfg = self.config
         if image_ids is None:
             image_ids = torch.arange(B, device=image_embeds.device)
         image_ids = torch.as_tensor(image_ids, device=image_embeds.device).reshape(-1)
-        query = self.query_pass(image_embeds, use_cache=True)
+        image_kv = self.qformer.image_kv(image_embeds) if reuse_image_kv else None
+        query = self.query_pass(None if reuse_image_kv else image_embeds, use_cache=True, image_kv=image_kv)
         image_feats = F.normalize(self.vision_proj(query.last_hidden_state), dim=-1)  # (B, Q, E)
         text_feats = F.normalize(self.text_proj(self.text_pass(input_ids, attention_mask)[:, 0]), dim=-1)  # (B, E)
         loss_itc = itc_loss(image_feats, text_feats, self.temp, image_ids, cfg.label_smoothing)
@@ -154,17 +166,33 @@ class Blip2Stage1(nn.Module):
             positives = image_ids[:, None] == all_ids[None, :]
             neg_text = sample_negatives(sim_i2t, positives, generator, hard_negatives)  # (B,) for each image
             neg_image = sample_negatives(sim_t2i, positives, generator, hard_negatives)  # (B,) for each text
-        all_embeds = gather_features(image_embeds)
         all_text, all_mask = gather_features(input_ids), gather_features(attention_mask)
         ti, ii = (neg_text >= 0).nonzero().squeeze(1), (neg_image >= 0).nonzero().squeeze(1)
-        itm_images = torch.cat([image_embeds, all_embeds[neg_image[ii]], image_embeds[ti]])
         itm_ids = torch.cat([input_ids, input_ids[ii], all_text[neg_text[ti]]])
         itm_masks = torch.cat([attention_mask, attention_mask[ii], all_mask[neg_text[ti]]])
         labels = torch.cat([torch.ones(B), torch.zeros(len(ii) + len(ti))]).long().to(image_embeds.device)
-        loss_itm = itm_loss(self.itm_logits(itm_images, itm_ids, itm_masks), labels)
+        itm_images, itm_kv = self._itm_images(image_embeds, image_kv, neg_image[ii], ti)
+        loss_itm = itm_loss(self.itm_logits(itm_images, itm_ids, itm_masks, itm_kv), labels)
 
         # ITG: text decoder over the cached query keys/values
         dec_ids, dec_labels = decoder_inputs(input_ids, attention_mask, cfg.dec_token_id)
         full = torch.cat([attention_mask.new_ones(B, cfg.qformer.num_query_tokens), attention_mask], dim=1)
         loss_itg = lm_loss(self.decode(dec_ids, full, query.past_key_values), dec_labels, cfg.label_smoothing)
         return {"itc": loss_itc, "itm": loss_itm, "itg": loss_itg, "loss": loss_itc + loss_itm + loss_itg}
+
+    def _itm_images(self, image_embeds: torch.Tensor, image_kv: ImageKV | None, neg_image: torch.Tensor,
+                    text_neg_rows: torch.Tensor) -> tuple[torch.Tensor | None, ImageKV | None]:
+        """The ITM pass's images [positives (B) ; negative images of texts ; images of negative texts]:
+        as features (image_kv None: recompute) or as rows gathered from this step's image_kv. neg_image indexes
+        the images of every process: with several processes the negative images are projected here."""
+        B = image_embeds.shape[0]
+        if image_kv is None:
+            all_embeds = gather_features(image_embeds)
+            return torch.cat([image_embeds, all_embeds[neg_image], image_embeds[text_neg_rows]]), None
+        rows = torch.arange(B, device=image_embeds.device)
+        if distributed_world() == 1:
+            return None, gather_image_kv(image_kv, torch.cat([rows, neg_image, text_neg_rows]))
+        foreign = self.qformer.image_kv(gather_features(image_embeds)[neg_image])  # (n, nh, N, hs) per layer
+        local = gather_image_kv(image_kv, torch.cat([rows, text_neg_rows]))
+        return None, [None if a is None else tuple(torch.cat([a[j][:B], f[j], a[j][B:]]) for j in range(2))
+                      for a, f in zip(local, foreign)]

@@ -13,9 +13,18 @@ PAD with probability 0); `constrain` lets each position emit only the token kind
 an object a coordinate, slot 4 a class, EOS only at an object boundary (and forced where no whole object
 fits any more). A returned probability is that of the emitted token under the (constrained,
 temperature-scaled) softmax, before top-k / top-p truncation; postprocess uses it as the score.
+
+Work per step (tests/test_generate_work.py counts it): "cache" runs the encoder once and one token per decoder
+layer per step, the same operations every step, FLOPs growing only by the attention over one more key; "port"
+repeats the full fixed-shape pass. `threads` sets torch's CPU threads for the call: a small model's cached step
+is dozens of sub-millisecond operations, each a barrier for every thread, so on a CPU shared with other work
+(a thread descheduled at each barrier) threads=1 can be several times faster than one thread per core
+(reports/performance.md, the tiny checkpoint's rows).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -101,13 +110,35 @@ class _GraphedStep:
 def generate(model: Pix2Seq, images: torch.Tensor, *, max_new_tokens: int | None = None, method: str = "cache",
              strategy: str = "greedy", top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
              constrain: bool = False, stop_at_eos: bool = True, generator: torch.Generator | None = None,
-             check_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             check_every: int | None = None, threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """images (B,3,S,S) prepared -> (tokens (B, 1+T) long starting with BOS, token_probs (B, 1+T) float).
 
     T = max_new_tokens (default max_len - 1, the longest sequence) or fewer when every row stopped at EOS.
     `check_every`: steps between the all-rows-finished checks (each one synchronises a GPU); default 1
-    on CPU, 8 on CUDA.
+    on CPU, 8 on CUDA. `threads`: torch CPU threads during the call (None: torch's current setting),
+    restored afterwards.
     """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads}: must be >= 1 (or None for torch's current setting)")
+    with _torch_threads(threads):
+        return _generate(model, images, max_new_tokens, method, strategy, top_k, top_p, temperature, constrain,
+                         stop_at_eos, generator, check_every)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
+
+
+def _generate(model, images, max_new_tokens, method, strategy, top_k, top_p, temperature, constrain, stop_at_eos,
+              generator, check_every):
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     vocab = model.vocab
