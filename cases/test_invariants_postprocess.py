@@ -6,7 +6,7 @@ empty row [BOS, EOS] (that is bug 2's case), so each case sees only its own stag
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cases.strategies import coco_ground_truth, garbage_row, image_size, reference_for, reference_rows
 
@@ -106,6 +106,7 @@ def test_truncated_row_without_eos_keeps_whole_objects(api, data, cut, eos):
 @pytest.mark.case(stands_for="PAD inside a row spoils only its own object: later objects keep their places "
                   "(the port removed every PAD before reading, shifting the rest)", stage="postprocess")
 @given(data=st.data())
+@settings(suppress_health_check=[HealthCheck.large_base_example])
 def test_pad_inside_a_row_does_not_shift_later_objects(api, data):
     ref = reference_for(api)
     gt = data.draw(coco_ground_truth(api.num_bins, api.num_classes, min_images=1, max_images=1, min_objects=3),
