@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from reference.pix2seq.generate import allowed_tokens, generate, select_next
 from reference.pix2seq.model import Pix2Seq, Pix2SeqConfig
 from reference.pix2seq.postprocess import postprocess_rows
-from reference.pix2seq.tokenizer import Vocabulary, decode_sequence
+from reference.pix2seq.tokenizer import Vocabulary
 from reference.vision.vit import ViTConfig
 
 
@@ -63,9 +63,12 @@ def test_constraint_makes_every_row_decodable(seed, strategy):
     model = make_model(seed % 5)
     tokens, probs = generate(model, images(3, seed), constrain=True, strategy=strategy, top_k=3, top_p=0.7,
                              generator=torch.Generator().manual_seed(seed))
+    allowed = allowed_tokens(model.vocab, model.vocab.max_len)
     for row in tokens.tolist():
-        boxes, labels = decode_sequence(model.vocab, row)  # strict: raises on any wrong kind or a missing EOS
-        assert len(boxes) <= model.vocab.max_objects
+        end = row.index(model.vocab.eos)  # every row ends (a missing EOS raises here)
+        assert all(allowed[pos, tok] for pos, tok in enumerate(row[1:end + 1], start=1)), row
+        assert set(row[end + 1:]) <= {model.vocab.pad}
+        assert (end - 1) // 5 <= model.vocab.max_objects and (end - 1) % 5 == 0
     assert ((probs[tokens != model.vocab.pad] > 0) & (probs <= 1)[tokens != model.vocab.pad]).all()
 
 

@@ -105,5 +105,5 @@ def test_postprocess_by_hand():
 def test_postprocess_rejects_shape_mismatch():
     with pytest.raises(ValueError, match="sizes"):
         postprocess_rows(VOC, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), [(1, 1)])
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="token_probs has shape"):
         postprocess_rows(VOC, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 4), [(1, 1)])

@@ -112,7 +112,7 @@ def score_stage(impl, batches, gt) -> dict:
             errors.add(type(exc).__name__)
     table = impl.prediction_table(ids, detections, gt)
     stats = impl.evaluate(gt, table)
-    return {"AP": stats["AP"], "AP50": stats["AP50"], "table_rows": len(table),
+    return {"AP": stats.get("AP"), "AP50": stats["AP50"], "table_rows": len(table),  # a VOC-style evaluation has no AP
             "images_with_rows": int(table["image_id"].nunique()) if len(table) else 0,
             "lost_batches": lost, "errors": sorted(errors), "detections": detections, "ids": ids}
 

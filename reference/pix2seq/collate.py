@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from reference.pix2seq.tokenizer import TOKENS_PER_OBJECT, Vocabulary
+from reference.pix2seq.tokenizer import TOKENS_PER_OBJECT, Vocabulary, as_token_array
 
 
 def fit_sequence(vocab: Vocabulary, tokens: Sequence[int]) -> tuple[list[int], int]:
     """One [BOS, objects..., EOS] sequence cut to at most max_objects objects -> (tokens, dropped objects)."""
-    tokens = [int(t) for t in np.asarray(tokens, dtype=np.int64).reshape(-1)]
+    tokens = [int(t) for t in as_token_array(tokens, "sequence").reshape(-1)]
     if len(tokens) < 2 or tokens[0] != vocab.bos or tokens[-1] != vocab.eos:
         raise ValueError(f"sequence must be [BOS={vocab.bos}, objects..., EOS={vocab.eos}], got "
                          f"{tokens[:3]}...{tokens[-2:]} (length {len(tokens)})")

@@ -25,6 +25,7 @@ is dozens of sub-millisecond operations, each a barrier for every thread, so on 
 from __future__ import annotations
 
 import contextlib
+from typing import Any, Callable
 
 import torch
 
@@ -81,6 +82,85 @@ def select_next(logits: torch.Tensor, strategy: str = "greedy", top_k: int = 0, 
             raise ValueError(f"strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}")
         token = torch.multinomial(filtered, 1, generator=generator).squeeze(-1)
     return token, probs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def decode_loop(next_logits: Callable[[int], torch.Tensor], tokens: torch.Tensor, probs: torch.Tensor, start: int,
+                *, eos: int, pad: int, allowed: torch.Tensor | None = None, stop_at_eos: bool = True,
+                check_every: int = 1, **select) -> int:
+    """Fill tokens[:, start:] and probs[:, start:] (B, L) in place, one position at a time -> columns used.
+
+    `next_logits(pos)` returns the (B, V) logits of position `pos` given tokens[:, :pos]; `allowed` (L, V)
+    bool is the token-kind constraint per position; `select` goes to `select_next`. With `stop_at_eos` a
+    finished row gets PAD with probability 0 and the loop ends once every row has ended (checked every
+    `check_every` positions: each check synchronises a GPU). Shared by every generation loop, so a
+    scripted stand-in model (`generate_scripted`) runs exactly the code the real model runs.
+    """
+    B, length = tokens.shape
+    finished = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+    for pos in range(start, length):
+        token, prob = select_next(next_logits(pos), allowed=None if allowed is None else allowed[pos], **select)
+        if stop_at_eos:
+            token = token.masked_fill(finished, pad)
+            prob = prob.masked_fill(finished, 0.0)
+            finished |= token == eos
+        tokens[:, pos], probs[:, pos] = token, prob
+        if stop_at_eos and (pos + 1 - start) % check_every == 0 and bool(finished.all()):
+            return pos + 1
+    return length
+
+
+def check_logits(logits, batch: int, min_width: int) -> torch.Tensor:
+    """A stand-in model's output -> float tensor (B, V); anything else raises ValueError saying what came back."""
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"predict(images, prefix) must return a tensor of logits (B, V), got {type(logits).__name__}")
+    if logits.ndim != 2 or logits.shape[0] != batch or logits.shape[1] < min_width:
+        raise ValueError(f"predict(images, prefix) returned logits of shape {tuple(logits.shape)}; expected "
+                         f"({batch}, V) with V >= {min_width}")
+    if not logits.is_floating_point():
+        raise ValueError(f"predict(images, prefix) returned {logits.dtype} logits; expected a float tensor")
+    return logits
+
+
+@torch.no_grad()
+def generate_scripted(predict: Callable[[Any, torch.Tensor], torch.Tensor], images, prompts: torch.Tensor,
+                      max_new_tokens: int, *, eos: int, pad: int,
+                      allowed: torch.Tensor | Callable[[int], torch.Tensor] | None = None,
+                      stop_at_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy generation driven by any next-token function: `predict(images, prefix (B, t) long) -> logits (B, V)`.
+
+    prompts (B, P) long -> (tokens (B, P+T), probs (B, P+T)), T <= max_new_tokens: the loop of `generate`
+    (`decode_loop`) with the model replaced by `predict` (a scripted stand-in in the regression cases, or
+    any model's forward pass). `images` is passed through untouched (row b of the prefix belongs to
+    images[b]); `allowed` (P + max_new_tokens, V') constrains the token kinds (ids >= V' are never
+    emitted), or is a function of the logits' width V returning that mask (built on the first step).
+    """
+    prompts = torch.as_tensor(prompts)
+    if prompts.ndim != 2 or prompts.dtype not in (torch.int64, torch.int32) or prompts.shape[1] < 1:
+        raise ValueError(f"prompts must be a (B, P) integer tensor with P >= 1, got {prompts.dtype} "
+                         f"{tuple(prompts.shape)}")
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+    B, P = prompts.shape
+    length = P + int(max_new_tokens)
+    tokens = torch.full((B, length), pad, dtype=torch.long)
+    probs = torch.zeros(B, length)
+    tokens[:, :P], probs[:, :P] = prompts, 1.0
+
+    masks: list[torch.Tensor] = []
+
+    def next_logits(pos: int) -> torch.Tensor:
+        logits = check_logits(predict(images, tokens[:, :pos].clone()), B, 1 + max(eos, pad)).float()
+        if allowed is None:
+            return logits
+        if not masks:
+            masks.append(allowed(logits.shape[1]) if callable(allowed) else allowed)
+        kinds = torch.zeros(logits.shape[1], dtype=torch.bool)  # ids beyond the constraint's width: never
+        width = min(logits.shape[1], masks[0].shape[1])
+        kinds[:width] = masks[0][pos, :width]
+        return logits.masked_fill(~kinds, float("-inf"))  # as select_next(allowed=...) does
+
+    end = decode_loop(next_logits, tokens, probs, P, eos=eos, pad=pad, stop_at_eos=stop_at_eos)
+    return tokens[:, :end], probs[:, :end]
 
 
 class _GraphedStep:
@@ -156,7 +236,6 @@ def _generate(model, images, max_new_tokens, method, strategy, top_k, top_p, tem
     tokens = torch.full((B, length), vocab.pad, dtype=torch.long, device=device)
     probs = torch.zeros(B, length, device=device)
     tokens[:, 0], probs[:, 0] = vocab.bos, 1.0
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
 
     decoder = model.decoder
     if method != "port":
@@ -166,27 +245,38 @@ def _generate(model, images, max_new_tokens, method, strategy, top_k, top_p, tem
         cache = model.new_cache(B, max_new)
         graphed = _GraphedStep(model, memory_kv, cache, B, device) if method == "graph" else None
 
-    for step in range(max_new):
+    def next_logits(pos: int) -> torch.Tensor:  # (B, V) for position pos, from tokens[:, :pos]
         if method == "port":
             prefix = torch.full((B, vocab.max_len - 1), vocab.pad, dtype=torch.long, device=device)
-            prefix[:, :step + 1] = tokens[:, :step + 1]  # the port pads the prefix to max_len - 1
-            logits = decoder(model.encode(images), prefix)[:, step]  # (B, V)
-        elif method == "recompute":
-            logits = decoder(features, tokens[:, :step + 1])[:, -1]
-        elif method == "cache":
-            logits = decoder.decode(tokens[:, step:step + 1], step, memory_kv, cache)[:, -1]
-        else:
-            logits = graphed(tokens[:, step], step)
-        token, prob = select_next(logits, strategy, top_k, top_p, temperature,
-                                  None if allowed is None else allowed[step + 1], generator)
-        if stop_at_eos:
-            token = token.masked_fill(finished, vocab.pad)
-            prob = prob.masked_fill(finished, 0.0)
-            finished |= token == vocab.eos
-        tokens[:, step + 1], probs[:, step + 1] = token, prob
-        if stop_at_eos and (step + 1) % check_every == 0 and bool(finished.all()):
-            break
-    steps = max_new
-    if stop_at_eos and B and bool(finished.all()):  # only PAD follows the last EOS column
+            prefix[:, :pos] = tokens[:, :pos]  # the port pads the prefix to max_len - 1
+            return decoder(model.encode(images), prefix)[:, pos - 1]
+        if method == "recompute":
+            return decoder(features, tokens[:, :pos])[:, -1]
+        if method == "cache":
+            return decoder.decode(tokens[:, pos - 1:pos], pos - 1, memory_kv, cache)[:, -1]
+        return graphed(tokens[:, pos - 1], pos - 1)
+
+    end = decode_loop(next_logits, tokens, probs, 1, eos=vocab.eos, pad=vocab.pad, allowed=allowed,
+                      stop_at_eos=stop_at_eos, check_every=check_every, strategy=strategy, top_k=top_k,
+                      top_p=top_p, temperature=temperature, generator=generator)
+    steps = end - 1
+    if stop_at_eos and B and bool((tokens[:, :end] == vocab.eos).any(dim=1).all()):  # only PAD after the last EOS
         steps = int((tokens == vocab.eos).nonzero()[:, 1].max())
     return tokens[:, :1 + steps], probs[:, :1 + steps]
+
+
+def generate_with(vocab: Vocabulary, predict: Callable[[Any, torch.Tensor], torch.Tensor], images,
+                  max_new_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy, constrained, stop-at-EOS detection rows from any next-token function (see generate_scripted).
+
+    images: anything of length B (row b belongs to images[b]) -> (tokens (B, 1+T) starting with BOS,
+    token_probs (B, 1+T)); T <= max_new_tokens (default max_len - 1). The settings `generate` uses for
+    evaluation (bench/train_detection.py): greedy, token-kind constraint, stop at EOS.
+    """
+    batch = len(images)
+    max_new = vocab.max_len - 1 if max_new_tokens is None else int(max_new_tokens)
+    if not 1 <= max_new <= vocab.max_len - 1:
+        raise ValueError(f"max_new_tokens={max_new}: must be in [1, {vocab.max_len - 1}] (max_len - 1)")
+    prompts = torch.full((batch, 1), vocab.bos, dtype=torch.long)
+    return generate_scripted(predict, images, prompts, max_new, eos=vocab.eos, pad=vocab.pad,
+                             allowed=allowed_tokens(vocab, 1 + max_new))

@@ -79,6 +79,22 @@ def dequantize(bins, num_bins: int) -> np.ndarray:
     return np.asarray(bins, dtype=np.float64) / (num_bins - 1)
 
 
+def as_token_array(tokens, name: str = "tokens") -> np.ndarray:
+    """Token ids (list, ndarray or tensor of an INTEGER dtype) -> int64 ndarray.
+
+    A float or bool input is a TypeError naming `name`: 12.9 must not quietly become token 12 (a class
+    token), and a float tensor of tokens is almost always probabilities passed by mistake."""
+    if hasattr(tokens, "detach"):
+        tokens = tokens.detach().to("cpu").numpy()
+    array = np.asarray(tokens)
+    if array.size == 0 and array.dtype.kind == "f":  # [] -> float64 in numpy: an empty row is fine
+        return array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer token ids, got dtype {array.dtype} "
+                        f"(first values {array.reshape(-1)[:4].tolist()})")
+    return array.astype(np.int64)
+
+
 def _validate_objects(vocab: Vocabulary, boxes, labels, width, height) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0):
         raise ValueError(f"image size (width={width}, height={height}) must be positive")
@@ -127,9 +143,11 @@ def decode_sequence(vocab: Vocabulary, tokens: Sequence[int]) -> tuple[np.ndarra
     """Strict inverse of encode: [BOS, objects..., EOS, PAD...] -> (boxes (K,4) normalised xyxy, labels (K,)).
 
     Raises ValueError when the sequence is malformed: no leading BOS, no EOS, an object cut short,
-    a token of the wrong kind in a slot, or anything but PAD after EOS.
+    a token of the wrong kind in a slot, anything but PAD after EOS, or a box with xmax < xmin or
+    ymax < ymin (encode never makes one: the error says the row was not made by a tokenizer; the
+    lenient `postprocess_row` drops such boxes instead). TypeError for a float or bool `tokens`.
     """
-    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    tokens = as_token_array(tokens).reshape(-1)
     if tokens.size == 0 or tokens[0] != vocab.bos:
         raise ValueError(f"sequence must start with BOS={vocab.bos}, got {tokens[:1].tolist()}")
     eos_at = np.flatnonzero(tokens == vocab.eos)
@@ -150,4 +168,8 @@ def decode_sequence(vocab: Vocabulary, tokens: Sequence[int]) -> tuple[np.ndarra
     if not class_ok.all():
         k = int(np.flatnonzero(~class_ok)[0])
         raise ValueError(f"object {k} slot 4: token {objects[k, 4]} is not a class token")
+    inverted = np.flatnonzero((objects[:, 2] < objects[:, 0]) | (objects[:, 3] < objects[:, 1]))
+    if inverted.size:
+        k = int(inverted[0])
+        raise ValueError(f"object {k}: box tokens {objects[k, :4].tolist()} have xmax < xmin or ymax < ymin")
     return dequantize(objects[:, :4], vocab.num_bins), objects[:, 4] - vocab.num_bins

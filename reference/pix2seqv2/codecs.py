@@ -1,5 +1,6 @@
-"""All Pix2SeqV2 codecs on one vocabulary, as one object (the reference of the `pix2seqv2` case family,
-see cases/interface/pix2seqv2.py for the contract of each part)."""
+"""All Pix2SeqV2 codecs, generation and results export on one vocabulary, as one object (the reference
+of the `pix2seqv2` case family with bench.implementations' evaluation added, see
+cases/interface/pix2seqv2.py for the contract of each part)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Iterable
 
 import torch
 
-from reference.pix2seqv2 import captioning, detection, keypoints, loss, prompt, segmentation
+from reference.pix2seqv2 import captioning, detection, export, keypoints, loss, prompt, segmentation
+from reference.pix2seqv2.generate import generate_task
 from reference.pix2seqv2.vocab import COCO, TaskVocabulary
 
 
@@ -18,6 +20,20 @@ class Pix2SeqV2Codecs:
 
     def __init__(self, vocab: TaskVocabulary = COCO) -> None:
         self.vocab = vocab
+
+    def with_layout(self, layout: dict) -> "Pix2SeqV2Codecs":
+        """The same codecs on another implementation's `token_layout` (bins, classes, offsets of the special
+        tokens); ValueError when its BOS / EOS / PAD / task tokens are not in this family's order."""
+        bos = int(layout["bos"])
+        vocab = TaskVocabulary(int(layout["num_bins"]), int(layout["num_classes"]), int(layout["max_len"]), 0,
+                               int(layout["invisible"]) - bos, int(layout["separator"]) - bos,
+                               int(layout["word_start"]) - bos)
+        mine = type(self)(vocab)
+        differ = {k: (layout[k], v) for k, v in mine.token_layout.items() if int(layout[k]) != v}
+        if differ:
+            raise ValueError(f"token layout differs from the family's order (BOS, EOS, PAD, task tokens after "
+                             f"the classes): {differ} (given, expected)")
+        return mine
 
     @property
     def token_layout(self) -> dict[str, int]:
@@ -34,8 +50,8 @@ class Pix2SeqV2Codecs:
     def encode_detection(self, boxes, labels, width, height) -> list[int]:
         return detection.encode_detection(self.vocab, boxes, labels, width, height)
 
-    def decode_detection(self, tokens, width, height) -> dict:
-        return detection.decode_detection(self.vocab, tokens, width, height)
+    def decode_detection(self, tokens, width, height, probs=None) -> dict:
+        return detection.decode_detection(self.vocab, tokens, width, height, probs)
 
     def encode_segmentation(self, box, label, polygons, width, height, seed=None) -> list[int]:
         return segmentation.encode_segmentation(self.vocab, box, label, polygons, width, height, seed)
@@ -63,6 +79,12 @@ class Pix2SeqV2Codecs:
 
     def target_mask(self, tokens) -> torch.Tensor:
         return loss.target_mask(self.vocab, torch.as_tensor(tokens, dtype=torch.long))
+
+    def generate_task(self, predict, images, task, prompts, max_new_tokens=None, num_keypoints=17):
+        return generate_task(self.vocab, predict, images, task, prompts, max_new_tokens, num_keypoints)
+
+    def export_results(self, task, image_ids, predictions, gt) -> list[dict]:
+        return export.export_results(task, image_ids, predictions, gt)
 
     def _with(self, words: captioning.WordList) -> TaskVocabulary:
         return self.vocab if self.vocab.num_words >= len(words) else self.vocab.with_words(len(words))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from reference.pix2seq.generate import allowed_tokens as detection_allowed, select_next
+from reference.pix2seq.generate import allowed_tokens as detection_allowed, decode_loop, generate_scripted
 from reference.pix2seq.model import Pix2Seq
 from reference.pix2seqv2.vocab import TaskVocabulary
 
@@ -71,21 +71,44 @@ def generate_from_prompts(model: Pix2Seq, features: torch.Tensor, prompts: torch
     tokens = torch.full((B, P + max_new_tokens), vocab.pad, dtype=torch.long, device=device)
     probs = torch.zeros(B, P + max_new_tokens, device=device)
     tokens[:, :P], probs[:, :P] = prompts.to(device), 1.0
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
     if allowed is not None:
         allowed = allowed.to(device)
-    logits = decoder.decode(tokens[:, :P], 0, memory_kv, cache)[:, -1]  # (B, V) predicting position P
-    end = P + max_new_tokens
-    for pos in range(P, P + max_new_tokens):
-        token, prob = select_next(logits, strategy, top_k, top_p, temperature,
-                                  None if allowed is None else allowed[pos], generator)
-        if stop_at_eos:
-            token = token.masked_fill(finished, vocab.pad)
-            prob = prob.masked_fill(finished, 0.0)
-            finished |= token == vocab.eos
-        tokens[:, pos], probs[:, pos] = token, prob
-        if (stop_at_eos and bool(finished.all())) or pos + 1 == P + max_new_tokens:
-            end = pos + 1
-            break
-        logits = decoder.decode(tokens[:, pos:pos + 1], pos, memory_kv, cache)[:, -1]
+
+    def next_logits(pos: int) -> torch.Tensor:  # (B, V) for position pos
+        if pos == P:  # the whole prompt in one cached pass
+            return decoder.decode(tokens[:, :P], 0, memory_kv, cache)[:, -1]
+        return decoder.decode(tokens[:, pos - 1:pos], pos - 1, memory_kv, cache)[:, -1]
+
+    end = decode_loop(next_logits, tokens, probs, P, eos=vocab.eos, pad=vocab.pad, allowed=allowed,
+                      stop_at_eos=stop_at_eos, strategy=strategy, top_k=top_k, top_p=top_p,
+                      temperature=temperature, generator=generator)
     return tokens[:, :end], probs[:, :end]
+
+
+def generate_task(vocab: TaskVocabulary, predict, images, task: str, prompts, max_new_tokens: int | None = None,
+                  num_keypoints: int = 17) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy, per-task constrained generation from `predict(images, prefix (B, t)) -> logits (B, V)`.
+
+    prompts (B, P) long, every row starting with `task`'s token -> (tokens (B, P+T), probs (B, P+T)),
+    T <= max_new_tokens (default: up to max_len). The stand-in's V may exceed vocab.size: ids from
+    word_start on are caption words. The same loop and constraint as `generate_from_prompts`.
+    """
+    prompts = torch.as_tensor(prompts)
+    if prompts.ndim != 2 or prompts.is_floating_point() or prompts.shape[1] != vocab.prompt_length(task):
+        raise ValueError(f"prompts must be (B, {vocab.prompt_length(task)}) integer token ids for the {task} task, "
+                         f"got {prompts.dtype} {tuple(prompts.shape)}")
+    if bool((prompts[:, 0] != vocab.task_token(task)).any()):
+        raise ValueError(f"every prompt must start with the {task} token {vocab.task_token(task)}, "
+                         f"got {sorted(set(prompts[:, 0].tolist()))}")
+    P = prompts.shape[1]
+    new = vocab.max_len - P if max_new_tokens is None else int(max_new_tokens)
+    if not 1 <= new <= vocab.max_len - P:
+        raise ValueError(f"max_new_tokens={new}: must be in [1, {vocab.max_len - P}] (max_len - prompt length)")
+    if num_keypoints < 1:
+        raise ValueError(f"num_keypoints={num_keypoints} must be >= 1")
+
+    def allowed(width: int) -> torch.Tensor:
+        wide = vocab.with_words(max(vocab.num_words, width - vocab.word_start))
+        return allowed_tokens(wide, task, P + new, num_keypoints)
+
+    return generate_scripted(predict, images, prompts.long(), new, eos=vocab.eos, pad=vocab.pad, allowed=allowed)

@@ -7,10 +7,9 @@ prompt: one Pix2Seq object (xmin, ymin, xmax, ymax, class), encoded by reference
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from reference.pix2seq.postprocess import postprocess_row
-from reference.pix2seq.tokenizer import encode_objects
+from reference.pix2seq.tokenizer import as_token_array, encode_objects
 from reference.pix2seqv2.vocab import BOX_PROMPT_TOKENS, TaskVocabulary
 
 
@@ -27,16 +26,10 @@ def task_prompt(vocab: TaskVocabulary, task: str, box=None, label: int | None = 
 
 
 def as_row(tokens) -> np.ndarray:
-    """Any 1-D token row (list, ndarray, tensor; any integer or float values) -> int64 ndarray."""
-    if isinstance(tokens, torch.Tensor):
-        tokens = tokens.detach().to("cpu").numpy()
-    row = np.asarray(tokens).reshape(-1)
-    if row.dtype.kind == "f":
-        row = np.where(np.isfinite(row), row, -1)
-        row = np.clip(row, -1, np.iinfo(np.int64).max // 2)
-    if row.dtype.kind not in "iuf":
-        raise ValueError(f"tokens must be integers, got dtype {row.dtype}")
-    return row.astype(np.int64)
+    """Any 1-D token row (list, ndarray, tensor of an integer dtype; any values) -> int64 ndarray.
+
+    A float or bool row is a TypeError (12.9 must not quietly become a class token)."""
+    return as_token_array(tokens).reshape(-1)
 
 
 def read_box_prompt(vocab: TaskVocabulary, row: np.ndarray, width: float, height: float
