@@ -134,3 +134,23 @@ def load_checkpoint_qformer(path):
     from bench.training.qformer import load_checkpoint
 
     return load_checkpoint(path)[0].qformer
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), per_doc=st.integers(1, 4))
+def test_lm_documents_are_distinct_captions_of_one_image(seed, per_doc):
+    from bench.training.stage2 import documents
+    from reference.blip2.tokenizer import WordTokenizer
+
+    captions = [["a red circle", "there is a circle", "one red shape"], ["a blue square on the left", "two shapes"]]
+    tok = WordTokenizer.from_texts(c for caps in captions for c in caps)
+    rows = [0, 1, 0, 1]
+    ids, mask = documents(captions, rows, tok, 22, per_doc, 72, torch.Generator().manual_seed(seed))
+    assert torch.equal(mask, (ids != tok.pad_id).long())
+    for row, r in zip(ids.tolist(), rows):
+        words = [tok.vocab[i] for i in row if i != tok.pad_id]
+        text = " ".join(words).replace("[CLS] ", "").split(" [SEP]")[:-1]
+        texts = [t.strip() for t in text]
+        assert words[0] == "[CLS]" and words[-1] == "[SEP]"
+        assert 1 <= len(texts) <= min(per_doc, len(captions[r])) and len(set(texts)) == len(texts)
+        assert set(texts) <= set(captions[r])

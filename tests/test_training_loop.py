@@ -140,3 +140,15 @@ def test_recorded_commands_still_parse(sidecar):
         assert words[0] == "vsbench"
         args = build_parser().parse_args(words[1:])
         assert args.command == words[1]
+
+
+def test_lr_scale_groups_learn_at_their_factor():
+    """SGD-like check with AdamW's first step (update = lr * sign(grad)): the scaled layer moves 10x."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False))
+    opt = adamw(model, 0.01, 0.0, lr_scale=lambda name: 10.0 if name.startswith("1.") else 1.0)
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 1.0, 10.0]
+    before = [p.detach().clone() for p in model.parameters()]
+    run_steps(model, opt, lambda s: model(torch.ones(1, 2)).sum(), 0, 1, lambda s: 0.01, grad_clip=None, quiet=True)
+    moved = [(p.detach() - b).abs() for p, b in zip(model.parameters(), before)]
+    torch.testing.assert_close(moved[0], torch.full_like(moved[0], 0.01), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(moved[1], torch.full_like(moved[1], 0.1), rtol=1e-3, atol=1e-6)

@@ -5,12 +5,13 @@ API (everything here is model-agnostic; a model's module builds batches and loss
 
 - ``warmup_cosine(step, total, lr, warmup, min_lr_ratio=0.0) -> float``: linear warm-up from lr/warmup to
   lr over `warmup` steps (step 0 gets lr/warmup), then cosine decay to lr * min_lr_ratio at step `total`.
-- ``adamw(model, lr, weight_decay, betas=(0.9, 0.999), no_decay=is_vector) -> torch.optim.AdamW``: two
-  parameter groups, decayed and not (``no_decay(name, param)`` True: weight decay 0); only parameters with
+- ``adamw(model, lr, weight_decay, betas=(0.9, 0.999), no_decay=is_vector, lr_scale=None) -> AdamW``: two
+  parameter groups, decayed and not (``no_decay(name, param)`` True: weight decay 0), plus one per other
+  ``lr_scale(name)`` factor (group key "lr_scale", applied by run_steps); only parameters with
   requires_grad are given to the optimiser, so a frozen module (BLIP-2 stage 2's LM) stays out of it.
 - ``seeded(seed) -> np.random.Generator``: torch.manual_seed(seed) and a numpy Generator of the same seed.
 - ``run_steps(model, optimizer, step_loss, start, stop, lr, ...) -> Steps``: the loop. For each step s in
-  [start, stop): optimizer lr <- lr(s); out = step_loss(s) (a scalar loss tensor, or a dict of scalar
+  [start, stop): each group's lr <- lr(s) * group["lr_scale"] (default 1); out = step_loss(s) (a scalar loss tensor, or a dict of scalar
   tensors with the total under "loss"); zero_grad, backward, clip the global gradient norm of the
   trainable parameters to `grad_clip` (None: no clipping), optimizer.step(), then ``after_step(s)`` (e.g.
   an EMA / momentum-encoder update, without gradient). Every `log_every` steps (and at the last) it logs
@@ -61,16 +62,21 @@ def is_vector(name: str, param: torch.Tensor) -> bool:
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-          no_decay: Callable[[str, torch.Tensor], bool] = is_vector) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: group 0 decayed by `weight_decay`, group 1 not (`no_decay`)."""
-    decay, rest = [], []
+          no_decay: Callable[[str, torch.Tensor], bool] = is_vector,
+          lr_scale: Callable[[str], float] | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: group 0 decayed by `weight_decay`, group 1 not (`no_decay`).
+    lr_scale(name) -> factor: parameters with another factor go to further groups whose "lr_scale"
+    run_steps applies on top of the schedule (e.g. a new projection learning faster than a trained body)."""
+    groups: dict[tuple[bool, float], list] = {(False, 1.0): [], (True, 1.0): []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (rest if no_decay(name, p) else decay).append(p)
-    if not decay and not rest:
+            key = (no_decay(name, p), 1.0 if lr_scale is None else float(lr_scale(name)))
+            groups.setdefault(key, []).append(p)
+    if not any(groups.values()):
         raise ValueError(f"{type(model).__name__}: no parameter requires grad; nothing to train")
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=betas)
+    return torch.optim.AdamW([{"params": params, "weight_decay": 0.0 if skip else weight_decay, "lr_scale": scale}
+                              for (skip, scale), params in groups.items() if params or scale == 1.0],
+                             lr=lr, betas=betas)
 
 
 def seeded(seed: int) -> np.random.Generator:
@@ -117,7 +123,7 @@ def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_los
                 log(f"stopping at step {step}: the {max_seconds:.0f} s budget is spent")
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr(step)
+                group["lr"] = lr(step) * group.get("lr_scale", 1.0)
             loss, record = _record(step_loss(step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

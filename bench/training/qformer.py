@@ -63,6 +63,7 @@ class TrainConfig:
     itm_hard: float = 1.0  # share of ITM negatives drawn from the ITC similarities (0: uniformly random)
     itm_hard_warmup: int = 0  # steps over which that share moves linearly from itm_hard_start to itm_hard
     itm_hard_start: float = 0.0  # the share at step 0 when itm_hard_warmup > 0
+    itm_weight: float = 1.0  # weight of the ITM loss in the total (ITC and ITG keep weight 1)
     init: str = ""  # start from the model weights of this checkpoint (same configs); "" = random init
     encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
 
@@ -151,8 +152,11 @@ def train(cfg: TrainConfig, out: Path = CHECKPOINT, command: str = "", log_every
                                                      len(split.captions[split.image_ids[r]])] for r in rows.tolist()]
         ids, mask = tokenizer.encode(texts, cfg.max_text_len)
         image_ids = torch.tensor([split.image_ids[r] for r in rows.tolist()])
-        return model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen,
-                     hard_negatives=hard_share(step, cfg))
+        out = model(split.features[rows], ids, mask, image_ids=image_ids, generator=gen,
+                    hard_negatives=hard_share(step, cfg))
+        if cfg.itm_weight != 1.0:
+            out["loss"] = out["itc"] + cfg.itm_weight * out["itm"] + out["itg"]
+        return out
 
     done = run_steps(model, optim, step_loss, 0, cfg.steps, lambda s: lr_at(s, cfg), grad_clip=1.0,
                      log_every=log_every, desc="train-qformer", quiet=not log_every)

@@ -5,7 +5,9 @@
         --init bench/checkpoints/qformer_tiny.safetensors --out bench/checkpoints/blip2_stage2_qformer.safetensors
 
 `lm` pre-trains the tiny GPT-2 (reference/blip2/stage2.py LMConfig) on the training captions' text alone
-(nothing can be downloaded). `qformer` starts from the stage-1 Q-Former, adds the projection, FREEZES the LM
+(nothing can be downloaded), as documents of 1..3 captions of one image in a row, so that it learns to use
+what comes before its [BOS] (an LM trained on single captions from position 0 ignores the prompts: measured,
+see the final report of issue 17). `qformer` starts from the stage-1 Q-Former, adds the projection, FREEZES the LM
 and trains only the Q-Former and the projection on the captioning loss; the LM's tensor digest is taken
 before and after and the run fails if they differ. Each checkpoint's JSON sidecar records the command,
 seed, configs, vocabulary, dataset fingerprint, the files it was built from (sha256) and its metrics.
@@ -45,6 +47,8 @@ class LMTrainConfig:
     num_layers: int = 3
     num_heads: int = 4
     dropout: float = 0.1
+    captions_per_doc: int = 3  # a training document: 1..this many captions of ONE image, one after another
+    max_positions: int = 72  # the LM's positions: the longest document, and Q prompts + one caption
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Stage2TrainConfig:
     max_text_len: int = 22
     seed: int = 0
     threads: int = 1
+    proj_lr_scale: float = 1.0  # the new projection's lr, as a multiple of the Q-Former's
 
 
 def sample_captions(split: CaptionSplit, rows: list[int], gen: torch.Generator) -> list[str]:
@@ -69,23 +74,37 @@ def sample_captions(split: CaptionSplit, rows: list[int], gen: torch.Generator) 
 
 
 def text_loss(lm: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The LM alone on [BOS] words [EOS] (PAD ignored)."""
-    return lm_loss(lm(input_ids=ids, attention_mask=mask, use_cache=False).logits, text_labels(ids, mask),
-                   label_smoothing=0.0)
+    """The LM alone on [BOS] words [EOS] ... (PAD ignored)."""
+    logits = lm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    return lm_loss(logits, text_labels(ids, mask), label_smoothing=0.0)
+
+
+def documents(captions: list[list[str]], rows: list[int], tokenizer: WordTokenizer, max_text_len: int,
+              per_doc: int, max_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One document per row: 1..per_doc distinct captions of image `row`, in random order, each
+    [BOS] words [EOS], concatenated, cut at max_len. -> (ids (B, L), mask (B, L)), PAD-padded.
+
+    A later caption repeats the colours and shapes of the earlier ones, so the LM learns to read its context
+    before [BOS]: what stage 2's visual prompts need (an LM that only ever saw one caption from position 0
+    ignores anything before its [BOS])."""
+    docs = []
+    for r in rows:
+        caps = captions[r]
+        k = int(torch.randint(1, min(per_doc, len(caps)) + 1, (1,), generator=gen))
+        order = torch.randperm(len(caps), generator=gen)[:k].tolist()
+        ids, mask = tokenizer.encode([caps[i] for i in order], max_text_len)
+        docs.append(ids[mask.bool()][:max_len])  # the k captions without their padding
+    out = torch.full((len(docs), max(len(d) for d in docs)), tokenizer.pad_id, dtype=torch.long)
+    for row, d in enumerate(docs):
+        out[row, : len(d)] = d
+    return out, (out != tokenizer.pad_id).long()
 
 
 @torch.no_grad()
-def mean_text_loss(lm, tokenizer: WordTokenizer, texts: list[str], max_len: int, image_embeds=None,
-                   model: Blip2Stage2 | None = None, batch: int = 250) -> float:
-    """Mean per-batch loss over `texts` (with the stage-2 model and image features when given)."""
-    losses = []
-    for s in range(0, len(texts), batch):
-        ids, mask = tokenizer.encode(texts[s:s + batch], max_len)
-        if model is None:
-            losses.append(float(text_loss(lm, ids, mask)))
-        else:
-            losses.append(float(model(image_embeds[s:s + batch], ids, mask)))
-    return float(np.mean(losses))
+def mean_text_loss(lm, tokenizer: WordTokenizer, texts: list[str], max_len: int, batch: int = 250) -> float:
+    """Mean per-batch loss of the LM alone over single captions `texts`."""
+    return float(np.mean([float(text_loss(lm, *tokenizer.encode(texts[s:s + batch], max_len)))
+                          for s in range(0, len(texts), batch)]))
 
 
 def train_lm(cfg: LMTrainConfig, out: Path = LM_CHECKPOINT, command: str = "", dataset=None,
@@ -96,19 +115,21 @@ def train_lm(cfg: LMTrainConfig, out: Path = LM_CHECKPOINT, command: str = "", d
 
     torch.set_num_threads(cfg.threads)
     paths = dataset or default_dataset()
-    train_caps = [c for caps in read_captions(paths.captions_json("train")).values() for c in caps]
+    by_image = list(read_captions(paths.captions_json("train")).values())
+    train_caps = [c for caps in by_image for c in caps]
     val_caps = [c for caps in read_captions(paths.captions_json("val")).values() for c in caps]
     tokenizer = WordTokenizer.from_texts(train_caps)
     lm_cfg = LMConfig(vocab_size=tokenizer.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                      num_heads=cfg.num_heads, dropout=cfg.dropout, bos_token_id=tokenizer.cls_id,
+                      num_heads=cfg.num_heads, max_positions=cfg.max_positions, dropout=cfg.dropout, bos_token_id=tokenizer.cls_id,
                       eos_token_id=tokenizer.sep_id, pad_token_id=tokenizer.pad_id)
     seeded(cfg.seed)
     lm = build_lm(lm_cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def step_loss(step: int) -> torch.Tensor:
-        rows = torch.randint(len(train_caps), (cfg.batch_size,), generator=gen).tolist()
-        return text_loss(lm, *tokenizer.encode([train_caps[r] for r in rows], cfg.max_text_len))
+        rows = torch.randint(len(by_image), (cfg.batch_size,), generator=gen).tolist()
+        return text_loss(lm, *documents(by_image, rows, tokenizer, cfg.max_text_len, cfg.captions_per_doc,
+                                        cfg.max_positions, gen))
 
     done = run_steps(lm, adamw(lm, cfg.lr, cfg.weight_decay), step_loss, 0, cfg.steps,
                      lambda s: warmup_cosine(s, cfg.steps, cfg.lr, cfg.warmup), grad_clip=1.0, log_every=log_every,
@@ -120,7 +141,7 @@ def train_lm(cfg: LMTrainConfig, out: Path = LM_CHECKPOINT, command: str = "", d
             "train_captions": len(train_caps), "train_seconds": round(done.seconds, 1), "torch": torch.__version__,
             "lm_digest": tensor_digest(lm),
             "metrics_at_save": {"train_loss_last100": float(np.mean(tail)),
-                                "val_loss": mean_text_loss(lm, tokenizer, val_caps, cfg.max_text_len)}}
+                                "val_loss_one_caption": mean_text_loss(lm, tokenizer, val_caps, cfg.max_text_len)}}
     tied = lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
     state = {f"lm.{k}": v for k, v in lm.state_dict().items() if not (tied and k == "lm_head.weight")}
     save_weights(out, state, meta)  # a tied head is not stored twice (safetensors refuses shared tensors)
@@ -157,6 +178,9 @@ def train_stage2(cfg: Stage2TrainConfig, lm_path: Path, init: Path, out: Path = 
     lm, tokenizer, lm_meta = load_lm(lm_path)
     if tokenizer.words != q_tokenizer.words:
         raise ValueError(f"{lm_path} and {init}: the LM and the Q-Former were trained on different vocabularies")
+    Q = stage1.config.qformer.num_query_tokens
+    if lm.config.n_positions < Q + cfg.max_text_len:
+        raise ValueError(f"{lm_path}: {lm.config.n_positions} positions, stage 2 needs {Q} prompts + {cfg.max_text_len}")
     split = load_split(paths, "train", encoder)
     seeded(cfg.seed)
     model = Blip2Stage2(stage1.qformer, lm)
@@ -171,9 +195,10 @@ def train_stage2(cfg: Stage2TrainConfig, lm_path: Path, init: Path, out: Path = 
         ids, mask = tokenizer.encode(sample_captions(split, rows, gen), cfg.max_text_len)
         return model(split.features[rows], ids, mask)
 
-    done = run_steps(model, adamw(model, cfg.lr, cfg.weight_decay), step_loss, 0, cfg.steps,
-                     lambda s: warmup_cosine(s, cfg.steps, cfg.lr, cfg.warmup), grad_clip=1.0, log_every=log_every,
-                     desc="train-stage2 qformer", quiet=not log_every)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay,
+                      lr_scale=lambda name: cfg.proj_lr_scale if name.startswith("proj.") else 1.0)
+    done = run_steps(model, optimizer, step_loss, 0, cfg.steps, lambda s: warmup_cosine(s, cfg.steps, cfg.lr, cfg.warmup),
+                     grad_clip=1.0, log_every=log_every, desc="train-stage2 qformer", quiet=not log_every)
     model.eval()
     after = tensor_digest(model.lm)
     if after != before:

@@ -81,9 +81,7 @@ class Blip2Stage2(nn.Module):
     def __init__(self, qformer: QFormer, lm: nn.Module) -> None:
         super().__init__()
         self.qformer = qformer
-        self.proj = nn.Linear(qformer.config.hidden_size, lm_width(lm))
-        nn.init.normal_(self.proj.weight, std=qformer.config.initializer_range)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = nn.Linear(qformer.config.hidden_size, lm_width(lm))  # torch's default init, as the public code
         self.lm = lm
         self.lm.requires_grad_(False)
         self.lm.eval()
