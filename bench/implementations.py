@@ -43,11 +43,11 @@ def evaluate_table(gt: Mapping[str, Any], table: pd.DataFrame, strict: bool = Fa
 def evaluate_task_results(task: str, gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
                           kpt_oks_sigmas: Sequence[float] | None = None) -> dict[str, Any]:
     """Metrics of one task's exported results: COCO stats by name for detection (bbox), segmentation
-    (segm) and keypoint (OKS; default sigmas: pycocotools' 17 COCO ones); BLEU-1..4 (coco-caption) for
+    (segm) and keypoint (OKS; default sigmas: pycocotools' 17 COCO ones); BLEU-1..4 (pycocoevalcap, whitespace-split words) for
     captioning, with `gt` a COCO captions dict (annotations {image_id, caption}); captions are compared
     lower-cased and split into words (reference.pix2seqv2.captioning.split_words)."""
     if task == "captioning":
-        from bench.metrics.bleu import corpus_bleu
+        from bench.metrics.captions import caption_metrics
 
         refs: dict[int, list[str]] = {int(im["id"]): [] for im in gt["images"]}
         for ann in gt["annotations"]:
@@ -56,7 +56,8 @@ def evaluate_task_results(task: str, gt: Mapping[str, Any], results: Sequence[Ma
         missing = sorted(set(refs) - set(hyps))
         if missing:
             raise ValueError(f"no caption for image ids {missing[:5]}: every ground-truth image needs one")
-        return corpus_bleu(hyps, refs)
+        table = caption_metrics(refs, hyps, tokenizer="whitespace", meteor=False, spice=False)
+        return {f"BLEU-{n}": table[f"BLEU-{n}"] for n in range(1, 5)}
     if task not in IOU_TYPE:
         raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join([*IOU_TYPE, 'captioning'])}")
     from bench.metrics.coco import evaluate_detections

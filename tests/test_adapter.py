@@ -54,7 +54,9 @@ def test_command_prints_the_template_and_refuses_an_unknown_family():
                           text=True)
     assert proc.returncode == 0 and proc.stdout == template("pix2seqv2")
     proc = subprocess.run([sys.executable, "-m", "bench", "adapter", "pix3seq"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown family 'pix3seq'; families: pix2seq, pix2seqv2" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr == (
+        "vsbench adapter: unknown family 'pix3seq'; families: albef, blip, blip2-stage2, pix2seq, pix2seqv2, pyramid, "
+        "qformer\n")
 
 
 @pytest.mark.parametrize("family, cases", [("pix2seq", ["cases/test_bug1_object_cap_vs_sequence_length.py",

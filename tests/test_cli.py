@@ -87,15 +87,18 @@ def test_version(capsys):
 
 
 def test_every_option_of_every_command_has_help():
-    parser = cli.build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    missing = []
-    for name, sub in subparsers.choices.items():
-        for action in sub._actions:
-            if isinstance(action, argparse._HelpAction) or name == "data":
+    def walk(prefix, parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or prefix == "data":
                 continue
             if not action.help:
-                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+                yield f"{prefix} {'/'.join(action.option_strings) or action.dest}"
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(f"{prefix} {name}".strip(), sub)
+
+    top = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [m for name, sub in top.choices.items() for m in walk(name, sub)]
     assert not missing, f"options without help text: {missing}"
 
 

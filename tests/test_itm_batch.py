@@ -31,25 +31,32 @@ def tagged_batch():
 
 
 def itm_rows(model, images, ids, mask, image_ids, hard, seed):
-    """(image row, text row, label, mask) of every ITM pair the forward builds."""
+    """(image row, text row, label, mask) of every ITM pair the forward builds. The image rows are read where the
+    forward picks them (they reach the ITM pass as features or as rows of the cached image K/V)."""
     seen = {}
-    real_logits, real_loss = model.itm_logits, stage1.itm_loss
+    real_logits, real_loss, real_images = model.itm_logits, stage1.itm_loss, model._itm_images
 
-    def spy_logits(embeds, text_ids, text_mask):
-        seen.update(images=embeds[:, 0, 0].long(), texts=text_ids[:, 1] - 10, mask=text_mask)
-        return real_logits(embeds, text_ids, text_mask)
+    def spy_images(image_embeds, image_kv, neg_image, text_neg_rows):
+        seen["images"] = torch.cat([torch.arange(image_embeds.shape[0]), neg_image, text_neg_rows])
+        return real_images(image_embeds, image_kv, neg_image, text_neg_rows)
+
+    def spy_logits(embeds, text_ids, text_mask, *rest):
+        if embeds is not None:  # recomputed image features: they must be the rows picked
+            assert torch.equal(embeds[:, 0, 0].long(), seen["images"])
+        seen.update(texts=text_ids[:, 1] - 10, mask=text_mask)
+        return real_logits(embeds, text_ids, text_mask, *rest)
 
     def spy_loss(logits, labels):
         seen["labels"] = labels
         return real_loss(logits, labels)
 
-    model.itm_logits = spy_logits
+    model.itm_logits, model._itm_images = spy_logits, spy_images
     stage1.itm_loss = spy_loss
     try:
         model(images, ids, mask, image_ids=image_ids, generator=torch.Generator().manual_seed(seed),
               hard_negatives=hard)
     finally:
-        del model.itm_logits
+        del model.itm_logits, model._itm_images
         stage1.itm_loss = real_loss
     return seen
 

@@ -64,7 +64,7 @@ def live_frozen_check(model, split, tokenizer, steps: int = 3, batch: int = 16) 
 def run(ctx: RunContext) -> BenchmarkResult:
     from bench.benchmarks.captioning import normalised_references
     from bench.datasets.synthetic import default_dataset
-    from bench.metrics.bleu import corpus_bleu, corpus_cider
+    from bench.metrics.captions import caption_metrics
     from bench.storage import file_sha256
     from bench.training.qformer import load_checkpoint, load_split, shipped_checkpoint
     from bench.training.stage2 import LM_CHECKPOINT, STAGE2_CHECKPOINT, load_stage2
@@ -104,7 +104,8 @@ def run(ctx: RunContext) -> BenchmarkResult:
     rows, metrics = [], {}
     for name, by_decoding in variants.items():
         for decoding, hyps in by_decoding.items():
-            bleu, cider = corpus_bleu(hyps, refs), corpus_cider(hyps, refs)
+            table = caption_metrics(refs, hyps, tokenizer="whitespace", meteor=False, spice=False)
+            bleu, cider = {f"BLEU-{n}": table[f"BLEU-{n}"] for n in range(1, 5)}, table["CIDEr-D"]
             metrics[f"{name} / {decoding}"] = {**bleu, "CIDEr-D": cider, "distinct_captions": len(set(hyps.values()))}
             rows.append([name, decoding, *(bleu[f"BLEU-{n}"] for n in range(1, 5)), cider,
                          len(set(hyps.values())), seconds[(name, decoding)]])
@@ -135,7 +136,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
             f"{meta2['train_seconds']} s: `{meta2['command']}`); and the same LM without prompts, which can only "
             "write one caption for every image: the floor. Same decoding for all (3 beams or greedy, at most 21 "
             "tokens, end allowed from the 3rd), BLEU as coco-caption's corpus BLEU, CIDEr-D as pycocoevalcap "
-            "(bench/metrics/bleu.py). distinct: how many different captions the variant wrote.")
+            "through bench/metrics/captions.py on the normalised words). distinct: how many different captions the variant wrote.")
     return BenchmarkResult(
         benchmark="blip2-stage2", report="albef_blip", title=title,
         metrics={"captioning": metrics, "frozen_lm": {**live, "shipped_digest": shipped_lm, **recorded},

@@ -154,20 +154,29 @@ def _result(ctx, meta, split, paths, note, refs, rows, stage_rows, metrics, samp
                            "CIDEr-D (this image)"], rows=samples, title="Sample captions")])])
 
 
+QFORMER_OPTIONS = (("steps", int, "optimisation steps"), ("batch_size", int, "images per step (one random caption each)"),
+                   ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay"),
+                   ("warmup", int, "linear learning-rate warm-up steps, then cosine decay to 0"),
+                   ("seed", int, "seed of the init and the sampling"), ("threads", int, "torch CPU threads"),
+                   ("itm_hard", float, "share of ITM negatives drawn from the ITC similarities (0: uniformly random)"),
+                   ("itm_hard_warmup", int, "steps over which that share moves from --itm-hard-start to --itm-hard"),
+                   ("itm_hard_start", float, "the share at step 0 when --itm-hard-warmup > 0"),
+                   ("itm_weight", float, "weight of the ITM loss in the total (ITC and ITG keep 1)"),
+                   ("init", str, "start from the model weights of this checkpoint (same configs); '' = random init"))
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
+    for name, kind, text in QFORMER_OPTIONS:
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default!r})")
     parser.add_argument("--out", type=Path, default=CHECKPOINT, help="weights path (.safetensors; .json beside it)")
 
 
 @register_command("train-qformer", help="train the tiny BLIP-2 Q-Former (ITC/ITM/ITG) on the generated captions",
                   configure=_configure)
 def train_command(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
+    cfg = TrainConfig(**{name: getattr(args, name) for name, _, _ in QFORMER_OPTIONS})
     command = "vsbench " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
     meta = train(cfg, out=args.out, command=command)
     print(f"saved {args.out} ({meta['train_seconds']} s): {meta['metrics_at_save']}")

@@ -241,7 +241,7 @@ def build_model(preset: str, seed: int, **overrides: Any) -> Pix2Seq:
 # -- the `vsbench train detection` command ------------------------------------------------------------
 
 def configure_cli(parser) -> None:
-    tasks = parser.add_subparsers(dest="task", required=True)
+    tasks = parser.add_subparsers(dest="task", required=True, help="what to train (detection: Pix2Seq)")
     p = tasks.add_parser("detection", help="train Pix2Seq on the generated dataset (or a COCO split)")
     defaults = TrainConfig()
     p.add_argument("--model", default="tiny", help="model preset: tiny | port")
@@ -251,10 +251,16 @@ def configure_cli(parser) -> None:
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of a checkpoint written by --export (same model config); "
                         "a second stage with a fresh schedule")
-    for name in ("epochs", "batch_size", "warmup_steps", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "weight_decay", "min_lr_ratio", "hflip"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    for name, kind, text in (("epochs", int, "passes over the training images"),
+                             ("batch_size", int, "images per step"),
+                             ("warmup_steps", int, "linear learning-rate warm-up steps, then cosine decay"),
+                             ("seed", int, "seed of the init, the object order and the augmentation"),
+                             ("lr", float, "AdamW peak learning rate"),
+                             ("weight_decay", float, "AdamW weight decay"),
+                             ("min_lr_ratio", float, "cosine decay floor, as a fraction of --lr"),
+                             ("hflip", float, "probability of a horizontal flip per image")):
+        default = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=defaults.scale_jitter, metavar=("LOW", "HIGH"),
                    help="random image scale range; the resized image is cropped or padded back to its size")
     p.add_argument("--order", default=defaults.order, choices=["random", "raster", "given"],
@@ -264,11 +270,11 @@ def configure_cli(parser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--eval-every", type=int, default=0, help="validation AP every N epochs (0: at the end only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--data-root", type=Path, default=None,
                    help="a COCO-layout dataset folder (images/{split}, annotations/instances_{split}.json); "
                         "default: the generated dataset")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress lines")
 
 
 def run_cli(args) -> int:

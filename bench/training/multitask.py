@@ -189,14 +189,20 @@ def configure_cli(parser) -> None:
     parser.add_argument("--tasks", default="detection=2,segmentation=1,keypoint=1,captioning=1",
                         help="task=weight list: sampling weights of the trained tasks")
     parser.add_argument("--export", type=Path, required=True, help="checkpoint to write (fp16 safetensors + .json)")
-    for name in ("steps", "batch_images", "rows_per_image", "warmup_steps", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "weight_decay", "min_lr_ratio", "hflip", "box_jitter"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    for name, kind, text in (("steps", int, "optimiser steps"), ("batch_images", int, "images per step"),
+                             ("rows_per_image", int, "task sequences decoded per image"),
+                             ("warmup_steps", int, "linear learning-rate warm-up steps"),
+                             ("seed", int, "seed of the init, the task sampling and the augmentation"),
+                             ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay"),
+                             ("min_lr_ratio", float, "cosine decay floor, as a fraction of --lr"),
+                             ("hflip", float, "probability of a horizontal flip per image"),
+                             ("box_jitter", float, "box-prompt corners moved by up to this fraction of the box side")):
+        default = getattr(d, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     parser.add_argument("--max-points", type=int, default=None, help="polygon points per sequence (tiny: 16)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     parser.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: the generated one)")
     parser.add_argument("--init-detector", type=Path, default=None,
                         help="start from a trained Pix2Seq detector checkpoint (same encoder/decoder sizes)")

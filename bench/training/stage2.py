@@ -247,7 +247,7 @@ def load_stage2(path: Path | None = None, lm_path: Path | None = None):
 # -- the `vsbench train-stage2` command ------------------------------------------------------------
 
 def configure_cli(parser) -> None:
-    which = parser.add_subparsers(dest="part", required=True)
+    which = parser.add_subparsers(dest="part", required=True, help="lm: pre-train the LM; qformer: stage 2 itself")
     lm = which.add_parser("lm", help="pre-train the tiny causal LM on the training captions' text")
     q = which.add_parser("qformer", help="stage 2: train the Q-Former + projection in front of the frozen LM")
     q.add_argument("--lm", type=Path, default=LM_CHECKPOINT, help="the frozen LM (written by `train-stage2 lm`)")
@@ -255,10 +255,12 @@ def configure_cli(parser) -> None:
                    help="the stage-1 Q-Former checkpoint to start from")
     for p, defaults, out in ((lm, LMTrainConfig(), LM_CHECKPOINT), (q, Stage2TrainConfig(), STAGE2_CHECKPOINT)):
         p.add_argument("--out", type=Path, default=out, help="weights path (.safetensors; .json beside it)")
-        for name in ("steps", "batch_size", "warmup", "seed", "threads"):
-            p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-        for name in ("lr", "weight_decay"):
-            p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+        for name, kind, text in (("steps", int, "optimisation steps"), ("batch_size", int, "rows per step"),
+                                 ("warmup", int, "linear learning-rate warm-up steps, then cosine decay"),
+                                 ("seed", int, "seed of the init and the sampling"), ("threads", int, "torch CPU threads"),
+                                 ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay")):
+            default = getattr(defaults, name)
+            p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
 
 
 def run_cli(args) -> int:
