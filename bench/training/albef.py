@@ -63,6 +63,8 @@ class ContrastTrainConfig:
     intermediate_size: int = option(128, "feed-forward width")
     image_depth: int = option(2, "trainable ViT blocks on the frozen patch features")
     image_merge: int = option(1, "merge each N x N block of frozen 16-px patch features into one image token")
+    image_centre: int = option(0, "1: centre the frozen features on the training mean of each patch position and "
+                                  "learn position embeddings (reference/albef/image.py)")
     embed_dim: int = option(64, "ITC feature width")
     queue_size: int = option(256, "momentum keys kept as extra ITC negatives (0: in-batch only)")
     queue_start: int = option(300, "steps during which ITC reads no queue key (the queue fills all the same)")
@@ -105,7 +107,8 @@ def extra_token_id(tokenizer: WordTokenizer) -> int:
 def text_config(cfg: ContrastTrainConfig, tokenizer: WordTokenizer, num_layers: int, cross_from: int
                 ) -> tuple[ImageEncoderConfig, TextTransformerConfig]:
     image = ImageEncoderConfig(patch_width=cfg.encoder.width, dim=cfg.hidden_size, depth=cfg.image_depth,
-                               heads=cfg.num_heads, merge=cfg.image_merge)
+                               heads=cfg.num_heads, merge=cfg.image_merge, centre=bool(cfg.image_centre),
+                               num_patches=(cfg.encoder.image_size // cfg.encoder.patch_size) ** 2)
     text = TextTransformerConfig(vocab_size=tokenizer.vocab_size + 1, hidden_size=cfg.hidden_size,
                                  num_layers=num_layers, num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                                  max_position_embeddings=cfg.max_text_len, encoder_width=cfg.hidden_size,
@@ -212,21 +215,36 @@ def load_albef(path: Path):
 
 # -- evaluation on the validation split --------------------------------------------------------------
 
-class RetrievalView:
+class CachedView:
     """An ALBEF / BLIP model seen through the Q-Former's retrieval interface (image_features (B, 1, E),
-    text_features (B, E), itm_logits, temp), so the retrieval benchmark's and the ITM ablation's code scores it."""
+    text_features (B, E), itm_logits, temp) with every image encoded once: it is handed image ROW indices (B, 1)
+    in place of patch features (`rows_split`), so itm_ablation's sampling code scores pairs without re-encoding."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.temp = model, model.temp
+    def __init__(self, model: torch.nn.Module, image_embeds: torch.Tensor, image_feat: torch.Tensor) -> None:
+        self.model, self.temp, self.image_embeds, self.image_feat = model, model.temp, image_embeds, image_feat
 
-    def image_features(self, patch_feats: torch.Tensor) -> torch.Tensor:
-        return self.model.image_pass(patch_feats)[1][:, None]  # (B, 1, E)
+    def image_features(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.image_feat[rows[:, 0].long()][:, None]  # (B, 1, E)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.text_pass(input_ids, attention_mask)[1]
 
-    def itm_logits(self, patch_feats, input_ids, attention_mask) -> torch.Tensor:
-        return self.model.itm_logits(patch_feats, input_ids, attention_mask)
+    def itm_logits(self, rows, input_ids, attention_mask) -> torch.Tensor:
+        from reference.albef.base import pair_itm_logits
+
+        return pair_itm_logits(self.model, self.image_embeds, rows[:, 0].long(), input_ids, attention_mask)
+
+
+def rows_split(split: CaptionSplit) -> CaptionSplit:
+    """The split with its patch features replaced by the image row indices (N, 1), for CachedView."""
+    return CaptionSplit(split.image_ids, torch.arange(len(split.image_ids), dtype=torch.float32)[:, None],
+                        split.captions, split.dataset_fingerprint)
+
+
+def encode_images(model, split: CaptionSplit, batch: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image tokens (Ni, 1+P, D), normalised ITC features (Ni, E)) of every image of the split."""
+    passes = [model.image_pass(split.features[s:s + batch]) for s in range(0, len(split.image_ids), batch)]
+    return torch.cat([p[0] for p in passes]), torch.cat([p[1] for p in passes])
 
 
 def split_texts(split: CaptionSplit) -> tuple[list[str], list[int]]:
@@ -241,27 +259,33 @@ def retrieval_metrics(model, split: CaptionSplit, tokenizer: WordTokenizer, max_
     """Recall@1/5 (percent) of ITC alone and (rerank=True) of ITM + ITC on the ITC top-k (the public code's
     re-ranking, reference/blip2/retrieval.py), both directions, every validation image against every caption;
     then the ITM losses / AUCs on 1 positive : 2 negatives (hard and random) and the label prior's loss
-    (bench/training/itm_ablation.py). Image tokens are computed once per image."""
+    (bench/training/itm_ablation.py). Image tokens are computed once per image (and ALBEF's unimodal text states
+    once per caption)."""
     from bench.training.itm_ablation import itm_metrics, itm_scores
     from reference.albef.base import pair_itm_logits
     from reference.blip2.retrieval import recall_from_ranks, rerank_scores, retrieval_ranks
 
     texts, owner = split_texts(split)
     ids, mask = tokenizer.encode(texts, max_text_len)
-    passes = [model.image_pass(split.features[s:s + batch]) for s in range(0, len(split.image_ids), batch)]
-    image_embeds, image_feat = torch.cat([p[0] for p in passes]), torch.cat([p[1] for p in passes])
-    text_feat = torch.cat([model.text_pass(ids[s:s + batch], mask[s:s + batch])[1] for s in range(0, len(texts), batch)])
+    image_embeds, image_feat = encode_images(model, split, batch)
+    text = [model.text_pass(ids[s:s + batch], mask[s:s + batch]) for s in range(0, len(texts), batch)]
+    text_feat = torch.cat([t[1] for t in text])
+    hidden = torch.cat([t[0] for t in text]) if isinstance(model, Albef) else None  # ALBEF's fusion reuses them
     sim = image_feat.float() @ text_feat.float().t()  # (Ni, Nt)
     scores = {"itc": (sim, sim.t())}
     if rerank:
-        scores["itm_itc"] = rerank_scores(sim, lambda i, t: pair_itm_logits(model, image_embeds, i, ids[t], mask[t])[:, 1],
-                                          k, batch_size=4096)
+        def itm_score(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            cached = None if hidden is None else hidden[t]
+            return pair_itm_logits(model, image_embeds, i, ids[t], mask[t], text_hidden=cached)[:, 1]
+
+        scores["itm_itc"] = rerank_scores(sim, itm_score, k, batch_size=4096)
     out = {}
     for name, (i2t, t2i) in scores.items():
         rec = recall_from_ranks(*retrieval_ranks(i2t, t2i, owner), ks=(1, 5))
         out.update({f"{name}_{d}_R@{n}": rec[f"{d}_R@{n}"] for d in ("i2t", "t2i") for n in (1, 5)})
     if rerank:
-        out.update(itm_metrics(itm_scores(RetrievalView(model), split, tokenizer, max_text_len, draws=2)))
+        view = CachedView(model, image_embeds, image_feat)
+        out.update(itm_metrics(itm_scores(view, rows_split(split), tokenizer, max_text_len, draws=2)))
     return out
 
 
@@ -278,10 +302,10 @@ def mlm_metrics(model: Albef, split: CaptionSplit, tokenizer: WordTokenizer, max
     masked, labels = mask_tokens(ids, mask, cfg.special_token_ids, cfg.mask_token_id, cfg.text.vocab_size, cfg.mlm,
                                  torch.Generator().manual_seed(seed))
     rows_t = torch.tensor(rows)
+    image_embeds = encode_images(model, split, batch)[0]
     correct, total, loss = 0, 0, 0.0
     for s in range(0, len(texts), batch):
-        image_embeds = model.image_pass(split.features[rows_t[s:s + batch]])[0]
-        logits = model.mlm_logits(masked[s:s + batch], mask[s:s + batch], image_embeds)
+        logits = model.mlm_logits(masked[s:s + batch], mask[s:s + batch], image_embeds[rows_t[s:s + batch]])
         sel = labels[s:s + batch] != -100
         picked, want = logits[sel].float(), labels[s:s + batch][sel]
         correct += int((picked.argmax(-1) == want).sum())
@@ -308,6 +332,8 @@ def run_training(cfg: ContrastTrainConfig, model: torch.nn.Module, split: Captio
     the enqueue (inside the model's forward), AdamW with warm-up + cosine. Returns run_steps' Steps."""
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = CaptionBatches(split, tokenizer, cfg.batch_size, cfg.max_text_len, gen)
+    if cfg.image_centre:
+        model.set_image_feature_mean(split.features.mean(dim=0))
 
     def step_loss(step: int) -> dict[str, torch.Tensor]:
         feats, ids, mask, image_ids = batches()

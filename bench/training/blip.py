@@ -51,6 +51,11 @@ CAPTION_SOURCES = ("clean", "noisy", "capfilt")
 @dataclass
 class BlipTrainConfig(ContrastTrainConfig):
     num_layers: int = option(2, "text layers (each with cross-attention; the decoder shares all but self-attention)")
+    queue_size: int = option(0, "momentum keys kept as extra ITC negatives (0 here: with ALBEF's queue of 256 the "
+                                "teacher's ITC collapsed: temperature 0.009, R@1 at chance)")
+    image_centre: int = option(1, "1: centre the frozen features on the training mean of each patch position and "
+                                  "learn position embeddings (0: the raw features, on which BLIP's image tokens stayed "
+                                  "nearly image-independent and ITC / ITM at chance after 700 steps)")
     itm_hard: float = option(0.5, "share of ITM negatives drawn from the ITC similarities after the warm-up (the "
                                   "rest uniformly: the filter must also reject captions of random other images)")
     captions: str = option("noisy", "training captions: clean, noisy (injected wrong captions) or capfilt "

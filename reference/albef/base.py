@@ -72,6 +72,12 @@ class MomentumContrastModel(nn.Module):
         hidden = self.unimodal_text(m, input_ids, attention_mask)
         return hidden, F.normalize(m["text_proj"](hidden[:, 0]), dim=-1)
 
+    @torch.no_grad()
+    def set_image_feature_mean(self, mean: torch.Tensor) -> None:
+        """The training images' mean patch features (N, W) for a centring image encoder, online and momentum."""
+        self.online_modules()["image_encoder"].set_feature_mean(mean)
+        self.momentum["image_encoder"].set_feature_mean(mean)
+
     def momentum_parameters(self) -> list[nn.Parameter]:
         return list(self.momentum.parameters())
 
@@ -147,10 +153,12 @@ def hard_negative_pairs(step: ContrastStep, generator: torch.Generator | None = 
 
 @torch.no_grad()
 def pair_itm_logits(model: nn.Module, image_embeds: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+                    attention_mask: torch.Tensor, batch_size: int = 64, text_hidden: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """ITM logits (N, 2) float32 of the pairs (image tokens image_embeds[image_index[n]], text n) by
     model.itm_logits_from; the pairs run in batches of similar text length, each cut to its longest text (the
-    padding is masked anyway, so this only saves time). image_embeds (Ni, 1+P, D), image_index (N,), ids / mask (N, T)."""
+    padding is masked anyway, so this only saves time). image_embeds (Ni, 1+P, D), image_index (N,), ids / mask (N, T);
+    text_hidden (N, T, C): ALBEF's unimodal text states of the N texts, when already computed."""
     N = input_ids.shape[0]
     lengths = attention_mask.sum(dim=1)
     order = lengths.argsort(stable=True)
@@ -158,6 +166,7 @@ def pair_itm_logits(model: nn.Module, image_embeds: torch.Tensor, image_index: t
     for s in range(0, N, batch_size):
         rows = order[s:s + batch_size]
         T = max(int(lengths[rows].max()), 1)
+        extra = {} if text_hidden is None else {"text_hidden": text_hidden[rows, :T]}
         out[rows] = model.itm_logits_from(image_embeds[image_index[rows]], input_ids[rows, :T],
-                                          attention_mask[rows, :T]).float()
+                                          attention_mask[rows, :T], **extra).float()
     return out

@@ -99,9 +99,10 @@ class Albef(MomentumContrastModel):
         return self.text.run_layers(text_hidden, attention_mask, image_embeds,
                                     layers=range(self.config.num_text_layers, self.config.text.num_layers))
 
-    def itm_logits_from(self, image_embeds, input_ids, attention_mask) -> torch.Tensor:
-        """Matching logits (B, 2) of pairs (image tokens b (B, 1+N, D), text b); column 1 = match."""
-        hidden, _ = self.text_pass(input_ids, attention_mask)
+    def itm_logits_from(self, image_embeds, input_ids, attention_mask, text_hidden=None) -> torch.Tensor:
+        """Matching logits (B, 2) of pairs (image tokens b (B, 1+N, D), text b); column 1 = match. text_hidden
+        (B, T, C): the texts' unimodal hidden states when already computed (text_pass), else they are."""
+        hidden = self.text_pass(input_ids, attention_mask)[0] if text_hidden is None else text_hidden
         return self.itm_head(self.fusion_pass(hidden, attention_mask, image_embeds)[:, 0])
 
     def itm_logits(self, patch_feats, input_ids, attention_mask) -> torch.Tensor:
