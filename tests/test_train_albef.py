@@ -93,11 +93,11 @@ def test_blip_teacher_capfilt_and_students(cli, tmp_path, tiny_dataset):
     from bench.training.blip import BlipTrainConfig, bootstrapped, load_blip, noisy_captions
 
     teacher = tmp_path / "teacher.safetensors"
-    blip_tiny = TINY
+    blip_tiny = [*TINY, "--clean-images", "4"]  # images 1-4 clean, 5-10 web
     assert cli(["train-blip", "model", *blip_tiny, "--num-layers", "1", "--captions", "noisy", "--out",
                 str(teacher)]) == 0
     meta = json.loads(teacher.with_suffix(".json").read_text())
-    assert meta["training_captions"]["injected"] == 2 * 10 and meta["training_captions"]["total"] == 50
+    assert meta["training_captions"]["injected"] == 2 * 6 and meta["training_captions"]["total"] == 50
     assert {"val_BLEU-4", "val_itc_t2i_R@1", "val_itm_loss_1pos_2random"} <= set(meta["metrics_at_save"])
     assert config_from_args(BlipTrainConfig, parse(meta["command"])).captions == "noisy"
     from safetensors.torch import load_file
@@ -112,13 +112,15 @@ def test_blip_teacher_capfilt_and_students(cli, tmp_path, tiny_dataset):
     # the untrained teacher would remove nearly everything at 0.5; a threshold of 0 keeps every caption
     assert cli(["train-blip", "capfilt", "--teacher", str(teacher), "--out", str(record_path), "--threshold", "0"]) == 0
     record = json.loads(record_path.read_text())
-    noisy = noisy_captions(tiny_dataset, 2, 0)
+    noisy = noisy_captions(tiny_dataset, 2, 0, 4)
+    assert [c.injected for c in noisy[:20]] == [False] * 20  # the clean images' captions are untouched
     report = record["metrics_at_save"]["filter_web"]
     removed = [flag == "0" for flag in record["keep_web"]]
-    assert len(removed) == 50 and report["removed"] == sum(removed) and report["injected"] == 20
+    assert len(removed) == 50 and report["removed"] == sum(removed) and report["injected"] == 12
+    assert report["captions"] == 30 and not any(removed[:20])  # only the web captions are filtered
     assert report["tp"] == sum(r and c.injected for r, c in zip(removed, noisy))
     assert report["removed"] == 0 and report["precision"] is None and report["recall"] == 0
-    assert len(record["synthetic"]) == 10 and parse(record["command"]).part == "capfilt"
+    assert len(record["synthetic"]) == 6 and parse(record["command"]).part == "capfilt"
     cleaned = bootstrapped(record, noisy)
     assert sum(map(len, cleaned.values())) == record["metrics_at_save"]["cleaned_captions"]
 

@@ -39,26 +39,40 @@ def train_blip_command(args) -> int:
     return run_cli(args)
 
 
+def encode_images(paths, encoder, rows: range) -> tuple[list[int], torch.Tensor]:
+    """(image ids, frozen patch features (n, P, W)) of the training images at these positions (id order)."""
+    import numpy as np
+
+    from bench.datasets.coco import CocoDetection
+
+    data = CocoDetection(paths.images_dir("train"), paths.instances_json("train"))
+    images, ids = [], []
+    for index in rows:
+        image, target = data[index]
+        images.append(image)
+        ids.append(int(target["image_id"]))
+    return ids, encoder(torch.from_numpy(np.stack(images)))
+
+
 @torch.no_grad()
 def live_filter(teacher, tokenizer, meta: dict, record: dict, paths, encoder, images: int) -> dict:
-    """The teacher's filter re-run on the noisy captions of the first `images` training images: its precision /
-    recall on the injected noise there, and how many keep / remove decisions equal the record's."""
-    from bench.training.blip import filter_report, noisy_captions
-    from bench.training.qformer import load_split
+    """The teacher's filter re-run on the captions of the first `images` web images: its precision / recall on
+    the injected noise there, and how many keep / remove decisions equal the record's."""
+    from bench.training.blip import filter_report, noise_args, noisy_captions
     from reference.blip import capfilt
 
-    split = load_split(paths, "train", encoder, limit=images)
-    tcfg = meta["train_config"]
-    noisy = noisy_captions(paths, tcfg["noise_per_image"], tcfg["noise_seed"])
-    row = {image_id: r for r, image_id in enumerate(split.image_ids)}
+    per_image, seed, clean = noise_args(record["noise"])
+    ids, feats = encode_images(paths, encoder, range(clean, clean + images))
+    noisy = noisy_captions(paths, per_image, seed, clean)
+    row = {image_id: r for r, image_id in enumerate(ids)}
     picked = [n for n, c in enumerate(noisy) if c.image_id in row]
-    ids, mask = tokenizer.encode([noisy[n].text for n in picked], tcfg["max_text_len"])
-    prob = capfilt.match_scores(teacher, split.features, ids, mask,
-                                torch.tensor([row[noisy[n].image_id] for n in picked]), 250)
+    text_ids, mask = tokenizer.encode([noisy[n].text for n in picked], meta["train_config"]["max_text_len"])
+    prob = capfilt.match_scores(teacher, feats, text_ids, mask, torch.tensor([row[noisy[n].image_id] for n in picked]),
+                                250)
     report = filter_report(prob, [noisy[n] for n in picked], record["threshold"])
     keep = capfilt.keep_mask(prob, record["threshold"]).tolist()
     same = sum(k == (record["keep_web"][n] == "1") for k, n in zip(keep, picked))
-    return {**report, "agree_with_record": same, "checked": len(picked), "images": len(split.image_ids)}
+    return {**report, "agree_with_record": same, "checked": len(picked), "images": len(ids)}
 
 
 def evaluate_student(model, split, tokenizer, max_text_len: int, meteor: bool) -> dict:
@@ -98,7 +112,7 @@ def run(ctx: RunContext) -> BenchmarkResult:
     paths = default_dataset()
     record = read_json(CAPFILT_DATA)
     names = [n for n in STUDENTS if BLIP_CHECKPOINTS[n].is_file()]
-    results, split, meteor = {}, None, not ctx.quick
+    results, split, meteor, live = {}, None, not ctx.quick, None
     for name in names:
         model, encoder, tokenizer, meta = load_blip(BLIP_CHECKPOINTS[name])
         split = split or load_split(paths, "val", encoder, limit=limit)
@@ -122,22 +136,24 @@ def run(ctx: RunContext) -> BenchmarkResult:
     web = record["metrics_at_save"]["filter_web"]
     synth = record["metrics_at_save"]["synthetic"]
     noise_cfg = record["noise"]
-    filter_table = [filter_rows(web, "every training caption (record, when the cleaned set was made)")]
+    filter_table = [filter_rows(web, "every web caption (record, when the cleaned set was made)")]
     if live is not None:
-        filter_table.append(filter_rows(live, f"captions of the first {live['images']} training images (this run)"))
-    text = (f"Noise: {noise_cfg['per_image']} of the 5 captions of every training image replaced by a caption of "
-            f"another image chosen so that the caption is false for it (reference/blip/noise.py; seed "
-            f"{noise_cfg['seed']}): {noise_cfg['injected']} of {noise_cfg['captions']} captions "
-            f"({100 * noise_cfg['injected'] / noise_cfg['captions']:.0f}%). The teacher "
-            f"(`{record['teacher']['command']}`) is trained on those noisy captions; as the filter its ITM head removes "
-            f"a caption when P(match) < {record['threshold']} (its argmax), as captioner it writes one nucleus-sampled "
-            f"caption per training image (top_p {record['top_p']}), filtered the same way "
+        filter_table.append(filter_rows(live, f"captions of the first {live['images']} web images (this run)"))
+    text = (f"Noise: the first {noise_cfg['clean_images']} training images keep their 5 captions (the human-annotated "
+            f"part, as COCO in BLIP); each of the other {noise_cfg['web_images']} (web) images has "
+            f"{noise_cfg['per_image']} of its 5 captions replaced by a caption of another image chosen so that the "
+            f"caption is false for it (reference/blip/noise.py; seed {noise_cfg['seed']}): {noise_cfg['injected']} of "
+            f"the {noise_cfg['web_captions']} web captions ({100 * noise_cfg['injected'] / noise_cfg['web_captions']:.0f}"
+            f"%), {100 * noise_cfg['injected'] / noise_cfg['captions']:.0f}% of all {noise_cfg['captions']}. The teacher "
+            f"(`{record['teacher']['command']}`) is trained on all those captions; as the filter its ITM head removes a "
+            f"web caption when P(match) < {record['threshold']} (its argmax), as captioner it writes one nucleus-sampled "
+            f"caption per web image (top_p {record['top_p']}), filtered the same way "
             f"(`{record['command']}`). A removal is a detection: precision = injected among the removed, recall = "
             "removed among the injected; AUC = P(an injected caption's 1 - P(match) > a clean one's), "
             "threshold-free.")
     if live is not None:
         text += (f" In this run the shipped teacher re-scored the {live['checked']} captions of the first "
-                 f"{live['images']} training images: {live['agree_with_record']} of its keep / remove decisions equal "
+                 f"{live['images']} web images: {live['agree_with_record']} of its keep / remove decisions equal "
                  "the record's.")
     synth_text = (f"Synthetic captions (record): {synth.get('generated', 0)} written, {synth.get('kept', 0)} kept by "
                   f"the filter; {synth.get('identical_to_a_true_caption', 0)} of them are word for word one of the "

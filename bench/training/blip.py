@@ -11,12 +11,13 @@
 with ALBEF's recipe (bench/training/albef.py: batches, warm-ups, fp16 checkpoint without the momentum copy; the
 decoder's tensors that ARE the encoder's are stored once and re-tied on load). Its training captions:
 - clean: the dataset's five captions per image;
-- noisy: `noise_per_image` of each training image's captions replaced by captions of other images that are false
-  for it (reference/blip/noise.py), deterministic for `noise_seed`; which ones is recorded;
+- noisy: the first `clean_images` training images keep their captions (the human-annotated part: BLIP's COCO);
+  each of the other, web, images gets `noise_per_image` of its captions replaced by captions of other images that
+  are false for it (reference/blip/noise.py), deterministic for `noise_seed`; which ones is recorded;
 - capfilt: the bootstrapped set of a CapFilt record: the noisy web captions the filter kept, plus the kept
   synthetic captions.
-`capfilt` runs the teacher's ITM head as the filter (keep iff P(match) >= threshold, 0.5 = its argmax) on every noisy
-web caption and on one nucleus-sampled synthetic caption per image (top_p 0.9, the paper's captioner), and writes
+`capfilt` runs the teacher's ITM head as the filter (keep iff P(match) >= threshold, 0.5 = its argmax) on every web
+caption and on one nucleus-sampled synthetic caption per web image (top_p 0.9, the paper's captioner), and writes
 the record: which captions were kept, the synthetic captions, and the filter's precision / recall on the injected
 noise. A student trained from scratch on the noisy captions is the teacher itself (same model, data, steps, seed).
 """
@@ -53,15 +54,14 @@ class BlipTrainConfig(ContrastTrainConfig):
     num_layers: int = option(2, "text layers (each with cross-attention; the decoder shares all but self-attention)")
     queue_size: int = option(0, "momentum keys kept as extra ITC negatives (0 here: with ALBEF's queue of 256 the "
                                 "teacher's ITC collapsed: temperature 0.009, R@1 at chance)")
-    image_centre: int = option(1, "1: centre the frozen features on the training mean of each patch position and "
-                                  "learn position embeddings (0: the raw features, on which BLIP's image tokens stayed "
-                                  "nearly image-independent and ITC / ITM at chance after 700 steps)")
     itm_hard: float = option(0.5, "share of ITM negatives drawn from the ITC similarities after the warm-up (the "
                                   "rest uniformly: the filter must also reject captions of random other images)")
     captions: str = option("noisy", "training captions: clean, noisy (injected wrong captions) or capfilt "
                                     "(the bootstrapped set of --capfilt)")
     noise_per_image: int = option(2, "noisy: captions of each training image (of 5) replaced by other images'")
     noise_seed: int = option(0, "noisy: seed of which captions are replaced and by what")
+    clean_images: int = option(1000, "noisy: the first N training images (by id) keep their clean captions (the "
+                                     "human-annotated part; CapFilt filters only the other, 'web' images)")
     capfilt: str = option("", f"capfilt: the CapFilt record ('' = bench/checkpoints/{CAPFILT_DATA.name})")
     init: str = option("", "start from this BLIP checkpoint's weights (same configs); '' = from scratch")
 
@@ -91,13 +91,21 @@ def train_objects(paths) -> dict[int, list[tuple[str, str]]]:
     return out
 
 
-def noisy_captions(paths, per_image: int, seed: int) -> list[noise.NoisyCaption]:
-    """The training captions with `per_image` wrong ones per image, over the images in id order (the order
-    load_split reads them in), so the same (per_image, seed) always gives the same noise."""
+def noisy_captions(paths, per_image: int, seed: int, clean_images: int = 0) -> list[noise.NoisyCaption]:
+    """The training captions, over the images in id order (the order load_split reads them in), with `per_image`
+    wrong ones for every image after the first `clean_images` (the web images); the same arguments always give
+    the same noise."""
     from bench.datasets.coco import read_captions
 
     captions = read_captions(paths.captions_json("train"))
-    return noise.inject_noise({i: captions[i] for i in sorted(captions)}, train_objects(paths), per_image, seed)
+    ids = sorted(captions)
+    return noise.inject_noise({i: captions[i] for i in ids}, train_objects(paths), per_image, seed,
+                              targets=ids[clean_images:])
+
+
+def noise_args(noise_record: dict) -> tuple[int, int, int]:
+    """(per_image, seed, clean_images) of a CapFilt record's "noise" entry."""
+    return noise_record["per_image"], noise_record["seed"], noise_record.get("clean_images", 0)
 
 
 def capfilt_path(value: str) -> Path:
@@ -109,7 +117,7 @@ def training_captions(cfg: BlipTrainConfig, paths, split: CaptionSplit) -> tuple
     if cfg.captions == "clean":
         return split.captions, {"captions": "clean"}
     if cfg.captions == "noisy":
-        noisy = noisy_captions(paths, cfg.noise_per_image, cfg.noise_seed)
+        noisy = noisy_captions(paths, cfg.noise_per_image, cfg.noise_seed, cfg.clean_images)
         return noise.as_captions(noisy), {"captions": "noisy", "injected": sum(c.injected for c in noisy),
                                           "total": len(noisy)}
     if cfg.captions == "capfilt":
@@ -117,7 +125,7 @@ def training_captions(cfg: BlipTrainConfig, paths, split: CaptionSplit) -> tuple
         record = read_json(path)
         if record["dataset_fingerprint"] != paths.fingerprint:
             raise ValueError(f"{path}: made from dataset {record['dataset_fingerprint']}, this one is {paths.fingerprint}")
-        noisy = noisy_captions(paths, record["noise"]["per_image"], record["noise"]["seed"])
+        noisy = noisy_captions(paths, *noise_args(record["noise"]))
         return bootstrapped(record, noisy), {"captions": "capfilt", "capfilt": path.name,
                                                     "capfilt_sha256": file_sha256(path)}
     raise ValueError(f"captions must be one of {CAPTION_SOURCES}, got {cfg.captions!r}")
@@ -218,7 +226,8 @@ def filter_report(match_prob: torch.Tensor, noisy: list[noise.NoisyCaption], thr
 @torch.no_grad()
 def run_capfilt(teacher: Path, out: Path = CAPFILT_DATA, threshold: float = 0.5, top_p: float = 0.9, seed: int = 0,
                 synthetic: bool = True, command: str = "", dataset=None, threads: int = 1) -> dict[str, Any]:
-    """Filter the teacher's noisy training captions (and its synthetic ones) with its ITM head; write the record."""
+    """Filter the web images' noisy captions (and one synthetic caption per web image) with the teacher's ITM head;
+    the clean images' captions are kept as they are (BLIP filters only the web data). Writes the record."""
     from bench.datasets.synthetic import default_dataset
 
     torch.set_num_threads(threads)
@@ -229,37 +238,45 @@ def run_capfilt(teacher: Path, out: Path = CAPFILT_DATA, threshold: float = 0.5,
     if tcfg["captions"] != "noisy":
         raise ValueError(f"{teacher}: trained on {tcfg['captions']!r} captions; CapFilt's teacher learns on the noisy ones")
     split = load_split(paths, "train", encoder)
-    noisy = noisy_captions(paths, tcfg["noise_per_image"], tcfg["noise_seed"])
+    clean_ids = set(split.image_ids[:tcfg["clean_images"]])
+    noisy = noisy_captions(paths, tcfg["noise_per_image"], tcfg["noise_seed"], tcfg["clean_images"])
+    web = [n for n, c in enumerate(noisy) if c.image_id not in clean_ids]
     row = {image_id: r for r, image_id in enumerate(split.image_ids)}
-    ids, mask = tokenizer.encode([c.text for c in noisy], tcfg["max_text_len"])
-    prob = capfilt.match_scores(model, split.features, ids, mask, torch.tensor([row[c.image_id] for c in noisy]), 250)
-    report = filter_report(prob, noisy, threshold)
-    keep_web = capfilt.keep_mask(prob, threshold)
+    ids, mask = tokenizer.encode([noisy[n].text for n in web], tcfg["max_text_len"])
+    prob = capfilt.match_scores(model, split.features, ids, mask, torch.tensor([row[noisy[n].image_id] for n in web]),
+                                250)
+    report = filter_report(prob, [noisy[n] for n in web], threshold)
+    keep = [True] * len(noisy)
+    for n, k in zip(web, capfilt.keep_mask(prob, threshold).tolist()):
+        keep[n] = bool(k)
     synthetic_rows, synth_report = [], {}
     if synthetic:
+        web_rows = [r for r, i in enumerate(split.image_ids) if i not in clean_ids]
         gen = torch.Generator().manual_seed(seed)
         texts = []
-        for s in range(0, len(split.image_ids), 100):
-            tokens = generate(model, split.features[s:s + 100], max_length=20, min_length=3, top_p=top_p, generator=gen)
+        for s in range(0, len(web_rows), 100):
+            tokens = generate(model, split.features[web_rows[s:s + 100]], max_length=20, min_length=3, top_p=top_p,
+                              generator=gen)
             texts += [tokenizer.decode(t) for t in tokens.tolist()]
         s_ids, s_mask = tokenizer.encode(texts, tcfg["max_text_len"])
-        s_prob = capfilt.match_scores(model, split.features, s_ids, s_mask, torch.arange(len(texts)), 250)
-        s_keep = capfilt.keep_mask(s_prob, threshold)
+        s_keep = capfilt.keep_mask(capfilt.match_scores(model, split.features, s_ids, s_mask, torch.tensor(web_rows),
+                                                        250), threshold).tolist()
+        image_ids = [split.image_ids[r] for r in web_rows]
         true_caption = [" ".join(normalize(t)) in {" ".join(normalize(c)) for c in split.captions[i]}
-                        for i, t in zip(split.image_ids, texts)]
-        synthetic_rows = [[i, t, bool(k)] for i, t, k in zip(split.image_ids, texts, s_keep.tolist())]
-        synth_report = {"generated": len(texts), "kept": int(s_keep.sum()),
-                        "identical_to_a_true_caption": sum(true_caption),
-                        "kept_identical_to_a_true_caption": sum(t and bool(k) for t, k in zip(true_caption, s_keep))}
+                        for i, t in zip(image_ids, texts)]
+        synthetic_rows = [[i, t, bool(k)] for i, t, k in zip(image_ids, texts, s_keep)]
+        synth_report = {"generated": len(texts), "kept": sum(s_keep), "identical_to_a_true_caption": sum(true_caption),
+                        "kept_identical_to_a_true_caption": sum(t and k for t, k in zip(true_caption, s_keep))}
     record = {"command": command or f"vsbench train-blip capfilt --teacher {teacher}", "seed": seed,
               "teacher": {"path": teacher.name, "sha256": file_sha256(teacher), "command": meta["command"]},
               "dataset_fingerprint": paths.fingerprint, "threshold": threshold, "top_p": top_p,
               "noise": {"per_image": tcfg["noise_per_image"], "seed": tcfg["noise_seed"],
-                        "injected": sum(c.injected for c in noisy), "captions": len(noisy)},
-              "keep_web": "".join("1" if k else "0" for k in keep_web.tolist()), "synthetic": synthetic_rows,
+                        "clean_images": tcfg["clean_images"], "web_images": len(split.image_ids) - len(clean_ids),
+                        "injected": sum(c.injected for c in noisy), "captions": len(noisy), "web_captions": len(web)},
+              "keep_web": "".join("1" if k else "0" for k in keep), "synthetic": synthetic_rows,
               "seconds": round(time.perf_counter() - begin, 1),
               "metrics_at_save": {"filter_web": report, "synthetic": synth_report,
-                                  "cleaned_captions": int(keep_web.sum()) + synth_report.get("kept", 0)}}
+                                  "cleaned_captions": sum(keep) + synth_report.get("kept", 0)}}
     write_json(out, record)
     return record
 

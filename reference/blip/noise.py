@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -45,10 +45,12 @@ def admissible_donor(target: Sequence[ColouredShape], donor: Sequence[ColouredSh
 
 
 def inject_noise(captions: Mapping[int, Sequence[str]], objects: Mapping[int, Sequence[ColouredShape]],
-                 per_image: int, seed: int = 0, max_tries: int = 1000) -> list[NoisyCaption]:
-    """Every caption of every image (in image order, then caption order), `per_image` of each image's captions
-    (positions drawn at random) replaced by a random caption of a random admissible donor image. Deterministic for
-    a seed. ValueError when an image has fewer than `per_image` captions or no admissible donor is found."""
+                 per_image: int, seed: int = 0, max_tries: int = 1000,
+                 targets: Collection[int] | None = None) -> list[NoisyCaption]:
+    """Every caption of every image (in image order, then caption order), `per_image` of the captions of each image
+    in `targets` (default: every image; the others keep theirs, like BLIP's human-annotated part) replaced, at
+    positions drawn at random, by a random caption of a random admissible donor image. Deterministic for a seed.
+    ValueError when a target has fewer than `per_image` captions or no admissible donor is found."""
     if per_image < 0:
         raise ValueError(f"per_image must be >= 0, got {per_image}")
     ids = list(captions)
@@ -56,9 +58,13 @@ def inject_noise(captions: Mapping[int, Sequence[str]], objects: Mapping[int, Se
     if missing:
         raise ValueError(f"objects lacks the images {missing[:5]}")
     rng = np.random.default_rng(seed)
+    noisy_ids = set(ids) if targets is None else set(targets)
     out: list[NoisyCaption] = []
     for image_id in ids:
         own = list(captions[image_id])
+        if image_id not in noisy_ids:
+            out.extend(NoisyCaption(image_id, index, text, False) for index, text in enumerate(own))
+            continue
         if len(own) < per_image:
             raise ValueError(f"image {image_id} has {len(own)} captions, fewer than per_image={per_image}")
         swapped = set(rng.choice(len(own), size=per_image, replace=False).tolist()) if per_image else set()
