@@ -18,7 +18,7 @@ from reference.albef.contrastive import itc_queue_loss
 from reference.albef.momentum import ema_update_, momentum_copy
 from reference.albef.queue import FeatureQueue, FeatureQueueConfig
 from reference.blip2.losses import clamp_temperature, gather_features
-from reference.blip2.sampler import sample_hard_negatives
+from reference.blip2.sampler import sample_negatives
 
 
 @dataclass
@@ -48,6 +48,7 @@ class MomentumContrastModel(nn.Module):
         self.temp = nn.Parameter(torch.tensor(float(temp_init)))
         self.momentum = momentum_copy(self.online_modules())
         self.queue = FeatureQueue(FeatureQueueConfig(queue_size, embed_dim))
+        self.queue_in_use: int | None = None  # ITC reads only the newest this-many queue keys (None: all held)
 
     def online_modules(self) -> nn.ModuleDict:
         raise NotImplementedError
@@ -59,16 +60,23 @@ class MomentumContrastModel(nn.Module):
         return self.momentum if momentum else self.online_modules()
 
     def image_pass(self, patch_feats: torch.Tensor, momentum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image tokens (B, 1+N, D), normalised [CLS] ITC feature (B, E)); momentum=True: the momentum copy's."""
+        """(image tokens (B, 1+N, D), normalised ITC feature (B, E) of the pooled tokens ([CLS] by default));
+        momentum=True: the momentum copy's."""
         m = self._modules_of(momentum)
         embeds = m["image_encoder"](patch_feats)
-        return embeds, F.normalize(m["vision_proj"](embeds[:, 0]), dim=-1)
+        return embeds, F.normalize(m["vision_proj"](m["image_encoder"].pooled(embeds)), dim=-1)
 
     def text_pass(self, input_ids, attention_mask, momentum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(unimodal text hidden states (B, T, C), normalised [CLS] ITC feature (B, E))."""
         m = self._modules_of(momentum)
         hidden = self.unimodal_text(m, input_ids, attention_mask)
         return hidden, F.normalize(m["text_proj"](hidden[:, 0]), dim=-1)
+
+    @torch.no_grad()
+    def set_image_feature_mean(self, mean: torch.Tensor) -> None:
+        """The training images' mean patch features (N, W) for a centring image encoder, online and momentum."""
+        self.online_modules()["image_encoder"].set_feature_mean(mean)
+        self.momentum["image_encoder"].set_feature_mean(mean)
 
     def momentum_parameters(self) -> list[nn.Parameter]:
         return list(self.momentum.parameters())
@@ -98,11 +106,21 @@ class MomentumContrastModel(nn.Module):
                 self.update_momentum()
             image_embeds_m, image_feat_m = self.image_pass(patch_feats, momentum=True)
             _, text_feat_m = self.text_pass(input_ids, attention_mask, momentum=True)
-            queue_image, queue_text, queue_ids = self.queue.contents()
+            queue_image, queue_text, queue_ids = self.queued_keys()
         loss = itc_queue_loss(image_feat, text_feat, image_feat_m, text_feat_m, queue_image, queue_text, queue_ids,
                               ids if image_ids is not None else None, temp, alpha)
         return ContrastStep(loss, ids, temp, image_embeds, image_feat, text_hidden, text_feat, image_embeds_m,
                             image_feat_m, text_feat_m)
+
+    def queued_keys(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The queue keys ITC uses: all those held, or only the newest `queue_in_use` (a training warm-up of the
+        queue: a model trained from scratch starts with momentum keys that are nearly all alike, and a full queue of
+        them makes its image features collapse)."""
+        image, text, ids = self.queue.contents()  # oldest first
+        if self.queue_in_use is None:
+            return image, text, ids
+        n = max(0, min(int(self.queue_in_use), image.shape[0]))
+        return image[image.shape[0] - n:], text[text.shape[0] - n:], ids[ids.shape[0] - n:]
 
     @torch.no_grad()
     def enqueue(self, step: ContrastStep) -> None:
@@ -111,15 +129,19 @@ class MomentumContrastModel(nn.Module):
                            gather_features(step.ids))
 
 
-def hard_negative_pairs(step: ContrastStep, generator: torch.Generator | None = None
+def hard_negative_pairs(step: ContrastStep, generator: torch.Generator | None = None, hard: float = 1.0
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ITM pairs (image index, text index, label) (M,): the B positives (b, b), then for each text a negative image
-    and for each image a negative text, drawn with probability softmax(sim) from the detached in-batch ITC
-    similarities; captions of the same image are never drawn, and a row without any negative adds none."""
+    and for each image a negative text, drawn from the detached in-batch ITC similarities with probability
+    softmax(sim) (hard = 1, the paper), uniformly (hard = 0) or from the mixture hard * softmax + (1 - hard) *
+    uniform (reference/blip2/sampler.py); captions of the same image are never drawn, and a row without any
+    negative adds none. A warm-up of `hard` from 0 lets a model trained from scratch learn ITM at all."""
     B, device = step.ids.shape[0], step.ids.device
     with torch.no_grad():
         sim_i2t = step.image_feat.float() @ step.text_feat.float().t() / step.temp  # (B, B)
-        neg_text, neg_image = sample_hard_negatives(sim_i2t, step.ids, generator=generator)
+        positives = step.ids[:, None] == step.ids[None, :]  # (B, B)
+        neg_text = sample_negatives(sim_i2t, positives, generator, hard)
+        neg_image = sample_negatives(sim_i2t.t(), positives.t(), generator, hard)
     t_rows = (neg_image >= 0).nonzero().squeeze(1)  # texts that got a negative image
     i_rows = (neg_text >= 0).nonzero().squeeze(1)  # images that got a negative text
     pos = torch.arange(B, device=device)
@@ -127,3 +149,24 @@ def hard_negative_pairs(step: ContrastStep, generator: torch.Generator | None = 
     text_idx = torch.cat([pos, t_rows, neg_text[i_rows]])
     labels = torch.cat([torch.ones(B), torch.zeros(len(t_rows) + len(i_rows))]).long().to(device)
     return image_idx, text_idx, labels
+
+
+@torch.no_grad()
+def pair_itm_logits(model: nn.Module, image_embeds: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, batch_size: int = 64, text_hidden: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """ITM logits (N, 2) float32 of the pairs (image tokens image_embeds[image_index[n]], text n) by
+    model.itm_logits_from; the pairs run in batches of similar text length, each cut to its longest text (the
+    padding is masked anyway, so this only saves time). image_embeds (Ni, 1+P, D), image_index (N,), ids / mask (N, T);
+    text_hidden (N, T, C): ALBEF's unimodal text states of the N texts, when already computed."""
+    N = input_ids.shape[0]
+    lengths = attention_mask.sum(dim=1)
+    order = lengths.argsort(stable=True)
+    out = torch.zeros(N, 2)
+    for s in range(0, N, batch_size):
+        rows = order[s:s + batch_size]
+        T = max(int(lengths[rows].max()), 1)
+        extra = {} if text_hidden is None else {"text_hidden": text_hidden[rows, :T]}
+        out[rows] = model.itm_logits_from(image_embeds[image_index[rows]], input_ids[rows, :T],
+                                          attention_mask[rows, :T], **extra).float()
+    return out

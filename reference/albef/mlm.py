@@ -90,3 +90,12 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, soft_targets: torch.Ten
         distill = -(soft_targets[selected].float() * F.log_softmax(picked, dim=-1)).sum(dim=-1).mean()
         loss = (1 - alpha) * loss + alpha * distill
     return loss
+
+
+def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of the labelled positions (labels != -100) whose argmax logit is the label: float32 scalar; NaN when
+    no position is labelled. logits (B, T, V), labels (B, T)."""
+    selected = labels != -100
+    if not bool(selected.any()):
+        return torch.tensor(float("nan"))
+    return (logits[selected].argmax(dim=-1) == labels[selected]).float().mean()

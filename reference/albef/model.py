@@ -26,7 +26,7 @@ from torch import nn
 
 from reference.albef.base import MomentumContrastModel, hard_negative_pairs
 from reference.albef.image import ImageEncoder, ImageEncoderConfig
-from reference.albef.mlm import MLMConfig, mask_tokens, mlm_loss
+from reference.albef.mlm import MLMConfig, mask_tokens, masked_accuracy, mlm_loss
 from reference.albef.momentum import check_momentum
 from reference.albef.text import TextTransformer, TextTransformerConfig
 from reference.blip2.losses import itm_loss
@@ -99,11 +99,15 @@ class Albef(MomentumContrastModel):
         return self.text.run_layers(text_hidden, attention_mask, image_embeds,
                                     layers=range(self.config.num_text_layers, self.config.text.num_layers))
 
+    def itm_logits_from(self, image_embeds, input_ids, attention_mask, text_hidden=None) -> torch.Tensor:
+        """Matching logits (B, 2) of pairs (image tokens b (B, 1+N, D), text b); column 1 = match. text_hidden
+        (B, T, C): the texts' unimodal hidden states when already computed (text_pass), else they are."""
+        hidden = self.text_pass(input_ids, attention_mask)[0] if text_hidden is None else text_hidden
+        return self.itm_head(self.fusion_pass(hidden, attention_mask, image_embeds)[:, 0])
+
     def itm_logits(self, patch_feats, input_ids, attention_mask) -> torch.Tensor:
         """Matching logits (B, 2) of pairs (image b, text b); column 1 = match."""
-        image_embeds, _ = self.image_pass(patch_feats)
-        hidden, _ = self.text_pass(input_ids, attention_mask)
-        return self.itm_head(self.fusion_pass(hidden, attention_mask, image_embeds)[:, 0])
+        return self.itm_logits_from(self.image_pass(patch_feats)[0], input_ids, attention_mask)
 
     def mlm_logits(self, masked_ids, attention_mask, image_embeds, momentum: bool = False) -> torch.Tensor:
         """MLM logits (B, T, V) of the image-grounded text encoder (text then fusion layers) on masked ids."""
@@ -113,23 +117,28 @@ class Albef(MomentumContrastModel):
     # -- one training step --------------------------------------------------------------------------
     def forward(self, patch_feats: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_ids: torch.Tensor | None = None, alpha: float | None = None,
-                generator: torch.Generator | None = None, update_state: bool = True) -> dict:
+                generator: torch.Generator | None = None, update_state: bool = True, itm_hard: float = 1.0) -> dict:
         """patch_feats (B, N, patch_width); input_ids / attention_mask (B, T) as [CLS] words [SEP] [PAD]...;
-        image_ids (B,): captions with equal ids describe one image (positives in ITC, never ITM negatives).
-        Returns {"itc", "itm", "mlm", "loss"}."""
+        image_ids (B,): captions with equal ids describe one image (positives in ITC, never ITM negatives);
+        alpha: distillation weight of this step (default config.alpha; a training warm-up ramps it); itm_hard: the
+        share of ITM negatives drawn from the ITC similarities (the rest uniformly). Returns {"itc", "itm", "mlm",
+        "loss"} and "mlm_accuracy" (share of the masked positions predicted right, no gradient)."""
         cfg = self.config
         alpha = cfg.alpha if alpha is None else float(alpha)
         step = self.contrast(patch_feats, input_ids, attention_mask, image_ids, alpha, update_state)
-        image_idx, text_idx, itm_labels = hard_negative_pairs(step, generator)
+        image_idx, text_idx, itm_labels = hard_negative_pairs(step, generator, itm_hard)
         fused = self.fusion_pass(step.text_hidden[text_idx], attention_mask[text_idx], step.image_embeds[image_idx])
         loss_itm = itm_loss(self.itm_head(fused[:, 0]), itm_labels)
         masked_ids, labels = mask_tokens(input_ids, attention_mask, cfg.special_token_ids, cfg.mask_token_id,
                                          cfg.text.vocab_size, cfg.mlm, generator)
         logits = self.mlm_logits(masked_ids, attention_mask, step.image_embeds)
-        with torch.no_grad():
-            soft = F.softmax(self.mlm_logits(masked_ids, attention_mask, step.image_embeds_m, momentum=True).float(),
-                             dim=-1)
+        soft = None
+        if alpha > 0:  # the momentum model's predictions are only needed as distillation targets
+            with torch.no_grad():
+                soft = F.softmax(self.mlm_logits(masked_ids, attention_mask, step.image_embeds_m,
+                                                 momentum=True).float(), dim=-1)
         loss_mlm = mlm_loss(logits, labels, soft, alpha)
         if update_state:
             self.enqueue(step)
-        return {"itc": step.loss, "itm": loss_itm, "mlm": loss_mlm, "loss": step.loss + loss_itm + loss_mlm}
+        return {"itc": step.loss, "itm": loss_itm, "mlm": loss_mlm, "loss": step.loss + loss_itm + loss_mlm,
+                "mlm_accuracy": masked_accuracy(logits.detach(), labels)}

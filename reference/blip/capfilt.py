@@ -6,7 +6,8 @@ The pieces are small and pure so that each can be checked alone:
 - `match_probability(itm_logits)`: softmax of the 2-way ITM logits, column 1 (= match);
 - `keep_mask(prob, threshold)`: a pair is kept iff its match probability >= threshold (0.5 = the ITM head's argmax);
 - `bootstrap(web, synthetic, keep_web, keep_synthetic)`: the kept pairs, each with its own image id;
-- `match_scores(model, ...)`: the filter's match probabilities, batched, without gradients.
+- `match_scores(model, ...)`: the filter's match probabilities, batched, without gradients;
+- reference/blip/noise.py: the injected noise with a known answer and the filter's precision / recall on it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from reference.albef.base import pair_itm_logits
 from reference.blip.model import Blip
 
 
@@ -52,11 +54,18 @@ def bootstrap(web: Sequence[Caption], synthetic: Sequence[Caption], keep_web: Se
 
 @torch.no_grad()
 def match_scores(model: Blip, patch_feats: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 batch_size: int = 64) -> torch.Tensor:
-    """The filter's match probability (N,) of pairs (image n, text n); patch_feats (N, P, W), ids / mask (N, T)."""
-    if not patch_feats.shape[0] == input_ids.shape[0] == attention_mask.shape[0]:
-        raise ValueError(f"{patch_feats.shape[0]} images, {input_ids.shape[0]} texts, {attention_mask.shape[0]} masks")
-    out = [match_probability(model.itm_logits(patch_feats[i:i + batch_size], input_ids[i:i + batch_size],
-                                              attention_mask[i:i + batch_size]))
-           for i in range(0, patch_feats.shape[0], batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
+                 image_index: torch.Tensor | None = None, batch_size: int = 64) -> torch.Tensor:
+    """The filter's match probability (N,) of the pairs (image image_index[n], text n); patch_feats (Ni, P, W), ids /
+    mask (N, T); image_index (N,) long, default arange(N) (then Ni = N). Each image is encoded once."""
+    N = input_ids.shape[0]
+    index = torch.arange(N) if image_index is None else torch.as_tensor(image_index).reshape(-1).long()
+    if attention_mask.shape != input_ids.shape or index.shape[0] != N:
+        raise ValueError(f"{N} texts, attention_mask {tuple(attention_mask.shape)}, {index.shape[0]} image indices")
+    if N and not 0 <= int(index.min()) <= int(index.max()) < patch_feats.shape[0]:
+        raise ValueError(f"image_index must lie in [0, {patch_feats.shape[0]}), got [{int(index.min())}, "
+                         f"{int(index.max())}]")
+    if N == 0:
+        return torch.zeros(0)
+    embeds = torch.cat([model.image_pass(patch_feats[s:s + batch_size])[0]
+                        for s in range(0, patch_feats.shape[0], batch_size)])
+    return match_probability(pair_itm_logits(model, embeds, index, input_ids, attention_mask, batch_size))

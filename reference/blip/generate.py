@@ -1,5 +1,5 @@
 """Caption generation by BLIP's image-grounded decoder: nucleus sampling (the CapFilt captioner, top_p = 0.9 as in
-the paper) or greedy decoding.
+the paper), greedy decoding, or beam search (`beam_generate`, the paper's captioning evaluation: 3 beams).
 
 Nucleus filter (Holtzman et al., 2019): keep the SMALLEST set of most probable tokens whose total probability
 reaches top_p, i.e. a token is kept when the mass of the tokens ranked above it is still below top_p. So the token
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from reference.blip.model import Blip
+from reference.blip2.decoding import beam_search
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -67,3 +68,25 @@ def generate(model: Blip, patch_feats: torch.Tensor, max_length: int = 20, min_l
         if bool(finished.all()):
             break
     return tokens[:, 1:]
+
+
+@torch.no_grad()
+def beam_generate(model: Blip, patch_feats: torch.Tensor, num_beams: int = 3, max_length: int = 20,
+                  min_length: int = 3) -> torch.Tensor:
+    """Beam-search captions (B, L) long, as `generate` returns them (reference/blip2/decoding.py beam_search on
+    the decoder, recomputed on the whole prefix at each step; the same tokens are never generated)."""
+    cfg = model.config
+    if max_length + 1 > cfg.text.max_position_embeddings:
+        raise ValueError(f"max_length {max_length} + [DEC] exceeds max_position_embeddings "
+                         f"{cfg.text.max_position_embeddings}")
+    image_embeds = model.image_pass(patch_feats)[0].repeat_interleave(num_beams, dim=0)  # (B*beams, 1+N, D)
+    never = [cfg.pad_token_id, cfg.cls_token_id, cfg.dec_token_id, cfg.enc_token_id]
+
+    def step(tokens: torch.Tensor, embeds: torch.Tensor):
+        logits = model.decoder_logits(embeds, tokens)[:, -1].float()  # (R, V)
+        logits[:, never] = float("-inf")
+        return torch.log_softmax(logits, dim=-1), embeds
+
+    start = torch.full((image_embeds.shape[0], 1), cfg.dec_token_id, dtype=torch.long, device=image_embeds.device)
+    return beam_search(step, lambda embeds, rows: embeds[rows], image_embeds, start, num_beams, max_length,
+                       min_length, cfg.sep_token_id, cfg.pad_token_id)

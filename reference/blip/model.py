@@ -131,12 +131,13 @@ class Blip(MomentumContrastModel):
     # -- one training step --------------------------------------------------------------------------
     def forward(self, patch_feats: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_ids: torch.Tensor | None = None, alpha: float | None = None,
-                generator: torch.Generator | None = None, update_state: bool = True) -> dict:
+                generator: torch.Generator | None = None, update_state: bool = True, itm_hard: float = 1.0) -> dict:
         """patch_feats (B, N, patch_width); input_ids / attention_mask (B, T) as [CLS] words [SEP] [PAD]...;
-        image_ids (B,) make captions of one image positives. Returns {"itc", "itm", "lm", "loss"}."""
+        image_ids (B,) make captions of one image positives; alpha, itm_hard as ALBEF's (reference/albef/model.py).
+        Returns {"itc", "itm", "lm", "loss"}."""
         alpha = self.config.alpha if alpha is None else float(alpha)
         step = self.contrast(patch_feats, input_ids, attention_mask, image_ids, alpha, update_state)
-        image_idx, text_idx, itm_labels = hard_negative_pairs(step, generator)
+        image_idx, text_idx, itm_labels = hard_negative_pairs(step, generator, itm_hard)
         logits = self.itm_logits_from(step.image_embeds[image_idx], input_ids[text_idx], attention_mask[text_idx])
         loss_itm = itm_loss(logits, itm_labels)
         loss_lm = self.lm_loss(step.image_embeds, input_ids, attention_mask)
