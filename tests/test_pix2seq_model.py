@@ -25,7 +25,7 @@ def test_port_size_and_parameter_names():
     port = Pix2Seq(Pix2SeqConfig.port())
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(port.encoder) == 21_820_416  # DeiT-III small/16 @ 384 without its head
-    assert count(port.decoder) == 9_905_303  # DESIGN.md §3: about 9.9M
+    assert count(port.decoder) == 9_905_303  # the port's decoder: about 9.9M parameters
     keys = set(port.state_dict())
     for name in ["patch_embed.proj.weight", "cls_token", "pos_embed", "norm.weight", "blocks.11.norm1.weight",
                  "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.bias", "blocks.0.ls1.gamma", "blocks.0.norm2.bias",

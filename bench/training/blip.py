@@ -284,7 +284,7 @@ def run_capfilt(teacher: Path, out: Path = CAPFILT_DATA, threshold: float = 0.5,
 # -- the `vsbench train-blip` command ------------------------------------------------------------------------
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_subparsers(dest="part", required=True)
+    which = parser.add_subparsers(dest="part", required=True, help="model: train a BLIP; capfilt: filter + caption with a teacher")
     m = which.add_parser("model", help="train the tiny BLIP (ITC + ITM + LM) on clean, noisy or CapFilt captions")
     m.add_argument("--out", type=Path, default=BLIP_CHECKPOINTS["teacher"],
                    help="weights path (.safetensors, fp16; the .json sidecar goes beside it)")

@@ -1,4 +1,4 @@
-"""Family `pyramid`: an implementation of the sigma-halving experiment (DESIGN.md §6).
+"""Family `pyramid`: an implementation of the sigma-halving experiment (docs/design.md §6).
 
 The claim: P1 = pyrDown(GaussianBlur(image, S)) equals P2 = GaussianBlur(pyrDown(image), s2) for
 s2 = S / 2. Conventions shared by every part:

@@ -1,4 +1,4 @@
-"""A re-creation, in our own code and from the published description (DESIGN.md §6), of the blog
+"""A re-creation, in our own code and from the published description (docs/design.md §6), of the blog
 experiment behind the sigma-halving claim, to show that the `pyramid` cases catch its flaws.
 
 `BlogPyramid(bugs)` switches each published behaviour on separately (off = the reference's):

@@ -1,4 +1,4 @@
-"""Pix2Seq tokenizer with the port's vocabulary layout (DESIGN.md §3), made correct.
+"""Pix2Seq tokenizer with the port's vocabulary layout (docs/design.md §3), made correct.
 
 Layout: coordinate bins 0..num_bins-1, class tokens num_bins..num_bins+C-1, then BOS, EOS, PAD.
 A sequence is [BOS, (xmin, ymin, xmax, ymax, class) * k, EOS] with k <= max_objects = (max_len-2)//5,

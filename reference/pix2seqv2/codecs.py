@@ -14,7 +14,7 @@ from reference.pix2seqv2.vocab import COCO, TaskVocabulary
 
 
 class Pix2SeqV2Codecs:
-    """Encoders/decoders of every task on `vocab` (default: the COCO layout of DESIGN.md §3)."""
+    """Encoders/decoders of every task on `vocab` (default: the COCO layout of docs/design.md §3)."""
 
     name = "reference"
 

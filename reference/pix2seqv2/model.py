@@ -25,7 +25,7 @@ FORMAT = "vsbench-pix2seqv2-1"
 
 @dataclass
 class Pix2SeqV2Config(Pix2SeqConfig):
-    num_classes: int = 91  # COCO classes (DESIGN.md §3)
+    num_classes: int = 91  # COCO classes (docs/design.md §3)
     num_words: int = 0  # caption word list size, UNK included
     invisible_offset: int = 25  # invisible-keypoint token = BOS + offset
     separator_offset: int = 26  # polygon separator = BOS + offset

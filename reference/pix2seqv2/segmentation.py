@@ -2,7 +2,7 @@
 
 Polygons are COCO polygons (flat [x0, y0, x1, y1, ...] in pixels). Each polygon starts at a random
 vertex (seeded) and keeps its orientation, so the model learns the outline, not a start convention;
-polygons are separated by one separator token. At most `max_points` points (DESIGN.md §3: 128) and
+polygons are separated by one separator token. At most `max_points` points (docs/design.md §3: 128) and
 `vocab.max_len` tokens in all: longer outlines are thinned evenly, polygons that do not fit are
 dropped (the last ones first). Decoding reads polygons back in pixels and rasterises them to COCO RLE
 with pycocotools.mask.

@@ -1,4 +1,4 @@
-"""The shared Pix2SeqV2 vocabulary: one id space for every task (DESIGN.md §3).
+"""The shared Pix2SeqV2 vocabulary: one id space for every task (docs/design.md §3).
 
 Layout (COCO defaults: 384 bins, 91 classes):
 
@@ -131,4 +131,4 @@ class TaskVocabulary:
         return 1 + (BOX_PROMPT_TOKENS if task in ("segmentation", "keypoint") else 0)
 
 
-COCO = TaskVocabulary()  # the layout of DESIGN.md §3
+COCO = TaskVocabulary()  # the layout of docs/design.md §3
