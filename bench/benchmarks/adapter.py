@@ -9,7 +9,9 @@ from bench.registry import register_command
 
 
 def configure_cli(parser) -> None:
-    parser.add_argument("family", help="the family to write a template for (pix2seq, pix2seqv2, qformer, pyramid)")
+    from cases.interface import families
+
+    parser.add_argument("family", help=f"the family to write a template for ({', '.join(sorted(families()))})")
     parser.add_argument("--object", default="IMPL", help="name of the module-level object (default IMPL)")
     parser.add_argument("--name", default="my-impl", help="the implementation's name in reports (default my-impl)")
 

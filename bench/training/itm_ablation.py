@@ -25,8 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.training.qformer import TrainConfig, load_checkpoint, load_split, train
+from bench.training.qformer import CHECKPOINT_DIR, TrainConfig, load_checkpoint, load_split, train
 
+RECORD = CHECKPOINT_DIR / "qformer_itm_ablation.json"
+RECORD_WHAT = ("ITM hard-negative ablation of the tiny Q-Former (bench/training/itm_ablation.py --measure on the "
+               "generated validation split)")
 PRIOR_LOSS = math.log(3) - 2 / 3 * math.log(2)  # 1 positive : 2 negatives, a constant 1/3 match probability
 
 
@@ -92,7 +95,7 @@ def measure(checkpoint: Path, k: int = 16) -> dict:
     max_len = meta["train_config"]["max_text_len"]
     out = {"checkpoint": str(checkpoint), "train_metrics": meta["metrics_at_save"],
            "train_seconds": meta["train_seconds"], **itm_metrics(itm_scores(model, split, tokenizer, max_len))}
-    sim, combined, itm_only, owner, _ = retrieval_scores(model, split, tokenizer, "cpu", k, max_len)
+    sim, combined, itm_only, owner = retrieval_scores(model, split, tokenizer, "cpu", k, max_len)[:4]
     for name, (i2t, t2i) in {"itc": (sim, sim.t()), "itm": tuple(itm_only), "itm_itc": combined}.items():
         rec = recall_from_ranks(*retrieval_ranks(i2t, t2i, owner))
         out[f"{name}_i2t_R@1"], out[f"{name}_t2i_R@1"] = rec["i2t_R@1"], rec["t2i_R@1"]
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="train a variant and write its weights here")
     parser.add_argument("--measure", type=Path, help="only measure this checkpoint")
+    parser.add_argument("--record", default=None,
+                        help=f"also store the measurement as this variant in bench/checkpoints/{RECORD.name}")
     for f in fields(TrainConfig):
         if f.type in ("int", "float", "str"):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
@@ -122,7 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(path)
     path.with_suffix(".itm.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result, indent=2, sort_keys=True))
+    if args.record:
+        record_variant(args.record, result)
     return 0
+
+
+def record_variant(name: str, result: dict, path: Path | None = None) -> None:
+    """Store one measured variant (its checkpoint's recorded command and `measure`'s result) in the ablation
+    record that reports/retrieval.md shows."""
+    path = path or RECORD
+    record = json.loads(path.read_text()) if path.is_file() else {"what": RECORD_WHAT, "variants": {}}
+    meta = json.loads(Path(result["checkpoint"]).with_suffix(".json").read_text())
+    record["variants"][name] = {"command": meta["command"],
+                                "measured": {k: v for k, v in result.items() if k != "checkpoint"}}
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
