@@ -162,7 +162,9 @@ def run(ctx: RunContext) -> BenchmarkResult:
     student_text = ("The same tiny BLIP (same config, steps, seed and recipe as the teacher: commands below) trained "
                     "on the noisy captions from scratch (that run is the teacher itself), on the CapFilt captions from "
                     "scratch, and on the CapFilt captions starting from the teacher's weights (the seed's claim: a "
-                    f"student should not inherit the teacher's weights). Evaluated in this run on the "
+                    f"student should not inherit the teacher's weights; the student from the teacher has had the teacher's "
+                    "steps plus its own, twice the optimisation of the others, so its lead mixes both effects). "
+                    "Evaluated in this run on the "
                     f"{len(split.image_ids) if split else 0} generated validation images: ITC recall (every image "
                     "against every caption, in percent) and the coco-caption table of the 3-beam captions "
                     "(pycocoevalcap; METEOR needs Java, SPICE is not computed here).")
