@@ -126,6 +126,73 @@ def _nan_tokens(tmp: Path):
     return encode_objects(Vocabulary(), [[1.0, float("nan"), 5.0, 5.0]], [0], 10, 10)
 
 
+def _warned(detections, gt=None, **options) -> str:
+    """'AP | warning; warning': pycocotools' number and the warnings beside it."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ap = _evaluate(detections, gt, **options).stats["AP"]
+    return f"AP {ap!r} | " + "; ".join(str(w.message) for w in caught)
+
+
+def _gt_with(change: Callable[[dict], None]) -> dict:
+    gt = _gt()
+    change(gt)
+    return gt
+
+
+def _string_ids(gt: dict) -> None:
+    gt["images"][0]["id"] = gt["annotations"][0]["image_id"] = "a"
+
+
+def _no_size(gt: dict) -> None:
+    del gt["images"][0]["width"], gt["images"][0]["height"]
+
+
+def _segm_gt(counts) -> dict:
+    return _gt_with(lambda gt: gt["annotations"][0].update(segmentation={"size": [100, 100], "counts": counts}))
+
+
+ONE = r"(0\.9999999999|1\.0)"
+EVALUATION_INPUTS: list[BadInput] = [
+    BadInput("xyxy-default-warns", "in-image xyxy boxes [60, 60, 95, 95] passed as xywh, default mode",
+             "no error; pycocotools' AP and a warning that the boxes look like xyxy",
+             lambda tmp: _warned(_det([60, 60, 95, 95])), None, r"^AP 0\.0 \| .*look like xyxy"),
+    BadInput("unknown-category-default", "a detection of category id 42, default mode",
+             "no error; pycocotools' AP and a warning naming id 42", lambda tmp: _warned(_det([1, 1, 5, 5], category_id=42)),
+             None, r"^AP 0\.0 \| .*\[42\]"),
+    BadInput("string-image-ids", "ground truth and detections with string image ids ('a'), perfect detection",
+             "no error; AP = 1.0 as pycocotools, a warning that the ids are strings",
+             lambda tmp: _warned(_det([10, 10, 30, 30], image_id="a"), _gt_with(_string_ids)), None,
+             rf"^AP {ONE}.* \| .*strings"),
+    BadInput("gt-without-size", "ground-truth images without width / height, perfect bbox detection",
+             "no error; AP = 1.0 as pycocotools (bbox does not need sizes), a warning naming the images",
+             lambda tmp: _warned(_det([10, 10, 30, 30]), _gt_with(_no_size)), None, rf"^AP {ONE}.* \| .*width/height: \[1\]"),
+    BadInput("iscrowd-string", "a ground-truth annotation with iscrowd 'yes'", "ValueError naming the annotation",
+             lambda tmp: _evaluate(_det([10, 10, 30, 30]), _gt_with(lambda g: g["annotations"][0].update(iscrowd="yes"))),
+             ValueError, r"annotation #0 \(id 1\): iscrowd must be 0 or 1, got 'yes'"),
+    BadInput("iscrowd-negative", "a ground-truth annotation with iscrowd -1", "ValueError naming the annotation",
+             lambda tmp: _evaluate(_det([10, 10, 30, 30]), _gt_with(lambda g: g["annotations"][0].update(iscrowd=-1))),
+             ValueError, r"annotation #0 \(id 1\): iscrowd must be 0 or 1, got -1"),
+    BadInput("nan-score", "a detection with score NaN", "ValueError naming the detection",
+             lambda tmp: _evaluate([{**_det([10, 10, 30, 30])[0], "score": float("nan")}]), ValueError,
+             r"detection #0 .*score nan is not finite"),
+    BadInput("missing-score", "a bbox detection without a score", "ValueError naming the detection and the key",
+             lambda tmp: _evaluate([{k: v for k, v in _det([10, 10, 30, 30])[0].items() if k != "score"}]),
+             ValueError, r"detection #0 lacks \['score'\]"),
+    BadInput("three-number-box", "a detection bbox of 3 numbers", "ValueError naming the detection",
+             lambda tmp: _evaluate(_det([1, 2, 3])), ValueError, r"detection #0 .*bbox must be 4 numbers"),
+    BadInput("rle-garbage", "a ground-truth RLE whose counts string has characters outside the RLE alphabet",
+             "ValueError naming the annotation and the character",
+             lambda tmp: _evaluate([{**_det([10, 10, 30, 30])[0], "segmentation": {"size": [100, 100], "counts": "0"}}],
+                                   _segm_gt("garbage!!"), iou_type="segm"), ValueError,
+             r"annotation #0 \(id 1\): RLE counts 'garbage!!' are not a compressed RLE string"),
+    BadInput("max-per-image-zero", "the per-image cap max_per_image=0", "ValueError naming the option",
+             lambda tmp: _evaluate(_det([10, 10, 30, 30]), max_per_image=0), ValueError,
+             r"max_per_image must be a positive int or None, got 0"),
+]
+
 BAD_INPUTS: list[BadInput] = [
     BadInput("truncated-json", "instances JSON cut after 57 bytes", "ValueError naming the file and position",
              _truncated_json, ValueError, r"instances\.json: malformed JSON at line \d+ column \d+"),
@@ -165,7 +232,7 @@ BAD_INPUTS: list[BadInput] = [
 
 from bench.reliability_harness import entries as _harness_entries  # noqa: E402
 
-BAD_INPUTS += _harness_entries(BadInput)
+BAD_INPUTS += EVALUATION_INPUTS + _harness_entries(BadInput)
 
 
 def check(entry: BadInput, scratch: Path) -> Outcome:
