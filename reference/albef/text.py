@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reference.blip2.qformer import Attention, FeedForward, QFormerConfig, additive, build_attention_mask
+from reference.blip2.qformer import Attention, FeedForward, QFormerConfig, additive, bert_init_, build_attention_mask
 
 
 @dataclass
@@ -91,14 +91,7 @@ class TextTransformer(nn.Module):
     def reset_parameters(self) -> None:
         """BERT init: normal(std initializer_range) weights, zero biases, unit LayerNorms, a zero [PAD] row."""
         std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        bert_init_(self, std)
         with torch.no_grad():
             self.word_embeddings.weight[self.config.pad_token_id].zero_()
 

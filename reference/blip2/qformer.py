@@ -56,6 +56,19 @@ class QFormerConfig:
             raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
 
 
+def bert_init_(root: nn.Module, std: float) -> None:
+    """BERT's init of every module under `root`, in place: normal(std) Linear / Embedding weights, zero Linear
+    biases, unit LayerNorm weights and zero LayerNorm biases."""
+    for module in root.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def build_attention_mask(key_padding: torch.Tensor, num_rows: int, past_length: int, query_length: int,
                    causal: bool) -> torch.Tensor:
     """Boolean mask (B, 1, num_rows, L) of which keys each current row may attend to.
@@ -212,14 +225,7 @@ class QFormer(nn.Module):
         """BERT init (normal std initializer_range, zero bias, unit LayerNorm); the query FFN starts as a
         copy of the text FFN, as in the public code."""
         std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        bert_init_(self, std)
         nn.init.normal_(self.query_tokens, std=std)
         with torch.no_grad():
             self.word_embeddings.weight[self.config.pad_token_id].zero_()
