@@ -51,8 +51,8 @@ def compare(results: dict, a: str, b: str, what: str) -> str:
     ra, rb = results[a]["metrics"], results[b]["metrics"]
     itc_a, itc_b, rr_a, rr_b = mean_r1(ra, "itc"), mean_r1(rb, "itc"), mean_r1(ra, "itm_itc"), mean_r1(rb, "itm_itc")
     word = lambda x, y: "raises" if x > y else ("lowers" if x < y else "leaves unchanged")  # noqa: E731
-    return (f"{what} {word(itc_a, itc_b)} the mean ITC R@1 of the two directions ({itc_b:.1f} -> {itc_a:.1f}) and "
-            f"{word(rr_a, rr_b)} the re-ranked one ({rr_b:.1f} -> {rr_a:.1f}).")
+    return (f"{what} {word(itc_a, itc_b)} the mean ITC R@1 of the two directions ({itc_b:.2f} -> {itc_a:.2f}) and "
+            f"{word(rr_a, rr_b)} the re-ranked one ({rr_b:.2f} -> {rr_a:.2f}).")
 
 
 @register_benchmark("albef", description="ALBEF ablations (queue 0 vs N, alpha 0 vs 0.4): retrieval R@1/5, ITM vs "
