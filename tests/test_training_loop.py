@@ -125,16 +125,23 @@ def test_command_line_quotes():
     assert command_line(["train", "detection", "--out", "a b"]) == "vsbench train detection --out 'a b'"
 
 
-@pytest.mark.parametrize("sidecar", sorted(CHECKPOINTS.glob("*.json")), ids=lambda p: p.name)
+def recorded_files() -> list:
+    """Every checkpoint sidecar (a .json beside a .safetensors) and every other shipped record with a command."""
+    return sorted(p for p in CHECKPOINTS.glob("*.json")
+                  if p.with_suffix(".safetensors").is_file() or "command" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("sidecar", recorded_files(), ids=lambda p: p.name)
 def test_recorded_commands_still_parse(sidecar):
-    """Every shipped checkpoint's reproducing command (and that of the checkpoint it started from)
-    parses with today's CLI to a registered command."""
+    """Every shipped checkpoint's reproducing command (that of the checkpoint it started from, and every step of
+    a recorded provenance chain) parses with today's CLI to a registered command."""
     from bench.cli import build_parser
 
     meta = json.loads(sidecar.read_text())
     commands = [meta["command"]]
     if isinstance(meta.get("init_from"), dict) and meta["init_from"].get("command"):
         commands.append(meta["init_from"]["command"])
+    commands += [step["command"] for step in meta.get("provenance", {}).get("chain", [])]
     for command in commands:
         words = shlex.split(command)
         assert words[0] == "vsbench"
