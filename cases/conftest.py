@@ -29,7 +29,7 @@ import pytest
 
 from bench.testing import load_hypothesis_profile
 from cases.interface import (ImplementationError, families, implementation_name, load_implementation,
-                             provided_parts, read_part)
+                             provides_family, read_part)
 
 load_hypothesis_profile()
 EXPECTED_FAILURES_DIRS = [Path(__file__).parent / "known_bad" / "expected_failures",
@@ -138,7 +138,7 @@ def pytest_collection_modifyitems(config, items):
         fam = sel.families[family]
         case_id = case_key(item.nodeid)
         collected_files.add(case_id.split("::", 1)[0])
-        if not provided_parts(sel.objects[family], fam):
+        if not provides_family(sel.objects[family], fam, sel.families):
             item.add_marker(pytest.mark.skip(reason=f"{sel.names[family]} provides no part of the {family} family"))
             continue
         hits = [e for e in sel.expected if matches(case_id, e)]

@@ -112,3 +112,20 @@ def test_an_impl_module_in_the_users_folder_is_found(tmp_path, monkeypatch):
     (tmp_path / "my_own_pipeline.py").write_text("from bench.implementations import PIX2SEQ as OBJ\n")
     monkeypatch.setenv("VSBENCH_IMPL_PATH", str(tmp_path))
     assert load_object("my_own_pipeline:OBJ").num_bins == 384
+
+
+def test_a_part_name_several_families_declare_does_not_make_an_implementation_of_each():
+    """`generate` is a part of pix2seq, qformer and blip2-stage2: a Pix2Seq object is not a Q-Former."""
+    from cases.interface import families, load_implementation, provides_family
+
+    every = families()
+    port = load_implementation("cases.known_bad.port:PORT_BUG1")
+    assert provides_family(port, every["pix2seq"], every)
+    assert not provides_family(port, every["qformer"], every) and not provides_family(port, every["blip2-stage2"], every)
+
+    class OnlyShared:
+        generate = build = staticmethod(lambda *a, **k: None)
+
+    assert not any(provides_family(OnlyShared(), fam, every) for fam in every.values())
+    for fam in every.values():  # every reference implements its own family
+        assert provides_family(load_implementation(fam.reference_spec), fam, every), fam.name

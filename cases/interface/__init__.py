@@ -8,7 +8,9 @@ are listed, with their contracts, in a module of this package (`pix2seq`, `qform
 - A case that needs a part the implementation lacks FAILS, naming the part (array-api-tests style):
   the other cases still run.
 - A family of which the implementation provides no part at all is skipped, with that reason: a
-  Pix2Seq re-implementation is not failed for lacking a Q-Former.
+  Pix2Seq re-implementation is not failed for lacking a Q-Former. Part names several families declare
+  (`generate`, `build`) do not by themselves make an object an implementation of a family: it must
+  provide at least one part that only that family declares (`provides_family`).
 - Without --impl every family runs against its reference implementation (`REFERENCE_SPEC`).
 - An implementation may carry `name` (used in reports and for its expected-failures file,
   `cases/known_bad/expected_failures/<name>.txt`; `--expected-failures FILE` for your own). Only a name
@@ -72,3 +74,10 @@ def provided_parts(obj, family: Family) -> set[str]:
         except Exception:
             found.add(part)
     return found
+
+
+def provides_family(obj, family: Family, every_family: dict[str, Family]) -> bool:
+    """Whether `obj` implements `family`: it provides a part that no other family declares (a Pix2Seq object's
+    `generate` does not make it a Q-Former)."""
+    shared = {p for name, other in every_family.items() if name != family.name for p in other.parts}
+    return bool(provided_parts(obj, family) - shared)
