@@ -109,6 +109,13 @@ def suite_timeout() -> float:
     return float(os.environ.get("VSBENCH_SUITE_TIMEOUT", "1800"))
 
 
+def suite_profile() -> str:
+    """The Hypothesis profile of the suites: VSBENCH_CASES_PROFILE, else ci-noshrink (the ci profile without the
+    shrink phase: a failing case reports the first failing example instead of spending up to a minute
+    minimising it; which cases fail is the same)."""
+    return os.environ.get("VSBENCH_CASES_PROFILE", "ci-noshrink")
+
+
 def run_suite(root: Path, name: str, spec: str, expected: list[str]) -> SuiteRun:
     """`pytest cases` for one implementation in a subprocess, bounded by VSBENCH_SUITE_TIMEOUT seconds (the
     cases that finished before a timeout are kept); VSBENCH_CASES_ARGS narrows the cases run (pytest args)."""
@@ -125,7 +132,7 @@ def run_suite(root: Path, name: str, spec: str, expected: list[str]) -> SuiteRun
         cmd = [str(python), "-m", "pytest", *selection, "-q", "-p", "no:cacheprovider", "-W", "ignore"]
         if spec:
             cmd.append(f"--impl={spec}")
-        env = {**os.environ, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"),
+        env = {**os.environ, "HYPOTHESIS_PROFILE": suite_profile(),
                "OMP_NUM_THREADS": "1", "VSBENCH_IMPL": "", "VSBENCH_CASES_LOG": str(log)}
         if run.env:  # another interpreter: it imports this checkout's sources, not an installed vsbench
             env["PYTHONPATH"] = os.pathsep.join([str(root), *[p for p in [os.environ.get("PYTHONPATH")] if p]])
@@ -216,7 +223,8 @@ def build_result(runs: list[SuiteRun], ctx: RunContext) -> BenchmarkResult:
             "(VSBENCH_CASE_TIMEOUT). Cases listed in an implementation's expected-failures file run as strict "
             "xfail: 'fails (expected)' is the case catching a known bug; a listed case that passes fails the run. "
             "'n/a' = the implementation provides no part of that case's family. An --impl without a list is "
-            "measured: its failures are bugs found, not a failed benchmark."),
+            f"measured: its failures are bugs found, not a failed benchmark. Hypothesis profile {suite_profile()} "
+            "(VSBENCH_CASES_PROFILE)."),
             tables=[Table(["implementation", "spec", "pass", "fails (expected)", "FAIL", "passes but listed",
                            "n/a", "pytest exit", "time", "as expected"], summary,
                           kinds=["text", "text", "count", "count", "count", "count", "count", "count", "text", "text"])]),
@@ -238,8 +246,7 @@ def build_result(runs: list[SuiteRun], ctx: RunContext) -> BenchmarkResult:
         metrics={"as_expected": ok, "implementations": {r.name: {
             "outcomes": r.outcomes, "exit_code": r.exit_code, "timed_out": r.timed_out, "properties": r.properties,
             "bugs_found": bugs_found(r)} for r in runs}},
-        config={"implementations": [[r.name, r.spec] for r in runs], "hypothesis_profile":
-                os.environ.get("HYPOTHESIS_PROFILE", "ci"), "cases_args": os.environ.get("VSBENCH_CASES_ARGS", "")},
+        config={"implementations": [[r.name, r.spec] for r in runs], "hypothesis_profile": suite_profile(), "cases_args": os.environ.get("VSBENCH_CASES_ARGS", "")},
         seeds={"hypothesis_derandomized": 1}, sections=sections, ok=ok,
         problems=[f"{r.name}: outcomes differ from its expected-failure list (pytest exit {r.exit_code}"
                   f"{', timed out' if r.timed_out else ''}); see 'Unexpected outcomes' in the cases report"
