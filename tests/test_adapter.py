@@ -81,3 +81,19 @@ def test_cases_on_the_template_fail_naming_the_missing_part(tmp_path, family, ca
         assert "stands for:" in text and "stage tested:" in text, text[-800:]
         failures += 1
     assert failures >= 5
+
+
+def test_the_cli_builds_without_a_checkout(monkeypatch):
+    """An installed vsbench run outside a checkout has no cases/: every command still parses (the adapter help
+    then names no families)."""
+    import argparse
+
+    import bench.adapter
+    from bench import cli
+
+    monkeypatch.setattr(bench.adapter, "repo_root", lambda: None)
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["adapter"]
+    family = next(a for a in sub._actions if a.dest == "family")
+    assert "checkout" in family.help
+    assert parser.parse_args(["list"]).command == "list"

@@ -9,9 +9,13 @@ from bench.registry import register_command
 
 
 def configure_cli(parser) -> None:
-    from cases.interface import families
+    from bench.adapter import family_contracts
 
-    parser.add_argument("family", help=f"the family to write a template for ({', '.join(sorted(families()))})")
+    try:  # the checkout's cases/interface; an installed vsbench without a checkout has none
+        names = ", ".join(sorted(family_contracts()))
+    except (FileNotFoundError, ImportError):
+        names = "those of the checkout's cases/interface"
+    parser.add_argument("family", help=f"the family to write a template for ({names})")
     parser.add_argument("--object", default="IMPL", help="name of the module-level object (default IMPL)")
     parser.add_argument("--name", default="my-impl", help="the implementation's name in reports (default my-impl)")
 
