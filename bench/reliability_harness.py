@@ -185,14 +185,17 @@ def _sample_ids(tmp: Path, ids, returned) -> str:
 
 
 def _raising_property(tmp: Path) -> str:
-    from cases.interface import families, provided_parts
+    from bench.adapter import family_contracts
+
+    pix2seq = family_contracts()["pix2seq"][0]  # (puts the checkout's cases/ on sys.path)
+    from cases.interface import provided_parts
 
     class Broken:
         @property
         def encode(self):
             raise RuntimeError("broken on read")
 
-    return f"provided={sorted(provided_parts(Broken(), families()['pix2seq']))}"
+    return f"provided={sorted(provided_parts(Broken(), pix2seq))}"
 
 
 def _import_error_impl(tmp: Path):
