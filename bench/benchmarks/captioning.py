@@ -20,6 +20,7 @@ from bench.registry import RunContext, register_benchmark, register_command
 from bench.results import BenchmarkResult, Section, Table
 from bench.samples import run_samples
 from bench.storage import stable_hash
+from bench.training.loop import add_default_options
 from bench.training.qformer import CHECKPOINT, CaptionSplit, TrainConfig, load_checkpoint, load_split, train
 from reference.blip2.captioner import generate
 from reference.blip2.tokenizer import normalize
@@ -166,10 +167,7 @@ QFORMER_OPTIONS = (("steps", int, "optimisation steps"), ("batch_size", int, "im
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    for name, kind, text in QFORMER_OPTIONS:
-        default = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default!r})")
+    add_default_options(parser, TrainConfig(), QFORMER_OPTIONS)
     parser.add_argument("--out", type=Path, default=CHECKPOINT, help="weights path (.safetensors; .json beside it)")
 
 

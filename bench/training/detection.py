@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.datasets.coco import CocoDetection
-from bench.training.loop import (adamw, command_line, file_logger, load_state, run_steps, save_state, warmup_cosine,
-                                 write_sidecar)
+from bench.training.loop import (adamw, add_default_options, command_line, file_logger, load_state, run_steps,
+                                 save_state, warmup_cosine, write_sidecar)
 from reference.pix2seq.checkpoint import save_checkpoint
 from reference.pix2seq.collate import collate_sequences, shift_for_training
 from reference.pix2seq.generate import generate
@@ -251,16 +251,14 @@ def configure_cli(parser) -> None:
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of a checkpoint written by --export (same model config); "
                         "a second stage with a fresh schedule")
-    for name, kind, text in (("epochs", int, "passes over the training images"),
+    add_default_options(p, defaults, (("epochs", int, "passes over the training images"),
                              ("batch_size", int, "images per step"),
                              ("warmup_steps", int, "linear learning-rate warm-up steps, then cosine decay"),
                              ("seed", int, "seed of the init, the object order and the augmentation"),
                              ("lr", float, "AdamW peak learning rate"),
                              ("weight_decay", float, "AdamW weight decay"),
                              ("min_lr_ratio", float, "cosine decay floor, as a fraction of --lr"),
-                             ("hflip", float, "probability of a horizontal flip per image")):
-        default = getattr(defaults, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
+                             ("hflip", float, "probability of a horizontal flip per image")))
     p.add_argument("--scale-jitter", type=float, nargs=2, default=defaults.scale_jitter, metavar=("LOW", "HIGH"),
                    help="random image scale range; the resized image is cropped or padded back to its size")
     p.add_argument("--order", default=defaults.order, choices=["random", "raster", "given"],

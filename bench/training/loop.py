@@ -199,3 +199,12 @@ def file_logger(path: Path) -> Callable[[str], None]:
             f.write(line + "\n")
 
     return log
+
+
+def add_default_options(parser, defaults, specs) -> None:
+    """One --option per (field name, type, help text) of `specs`, its default read from the config `defaults`
+    and shown in the help."""
+    for name, kind, text in specs:
+        default = getattr(defaults, name)
+        shown = repr(default) if isinstance(default, str) else default
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {shown})")

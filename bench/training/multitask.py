@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.training.detection import DetectionData, export, lr_at, make_optimizer
-from bench.training.loop import command_line, run_steps, seeded, window_means
+from bench.training.loop import add_default_options, command_line, run_steps, seeded, window_means
 from reference.pix2seq.model import Pix2Seq, prepare_images
 from reference.pix2seqv2.captioning import WordList, encode_caption
 from reference.pix2seqv2.detection import encode_detection
@@ -189,16 +189,14 @@ def configure_cli(parser) -> None:
     parser.add_argument("--tasks", default="detection=2,segmentation=1,keypoint=1,captioning=1",
                         help="task=weight list: sampling weights of the trained tasks")
     parser.add_argument("--export", type=Path, required=True, help="checkpoint to write (fp16 safetensors + .json)")
-    for name, kind, text in (("steps", int, "optimiser steps"), ("batch_images", int, "images per step"),
+    add_default_options(parser, d, (("steps", int, "optimiser steps"), ("batch_images", int, "images per step"),
                              ("rows_per_image", int, "task sequences decoded per image"),
                              ("warmup_steps", int, "linear learning-rate warm-up steps"),
                              ("seed", int, "seed of the init, the task sampling and the augmentation"),
                              ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay"),
                              ("min_lr_ratio", float, "cosine decay floor, as a fraction of --lr"),
                              ("hflip", float, "probability of a horizontal flip per image"),
-                             ("box_jitter", float, "box-prompt corners moved by up to this fraction of the box side")):
-        default = getattr(d, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
+                             ("box_jitter", float, "box-prompt corners moved by up to this fraction of the box side")))
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     parser.add_argument("--max-points", type=int, default=None, help="polygon points per sequence (tiny: 16)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bench.storage import file_sha256, read_json
-from bench.training.loop import adamw, command_line, run_steps, save_weights, seeded, warmup_cosine
+from bench.training.loop import adamw, add_default_options, command_line, run_steps, save_weights, seeded, warmup_cosine
 from bench.training.qformer import CHECKPOINT_DIR, CaptionSplit
 from reference.blip2.losses import lm_loss
 from reference.blip2.stage2 import Blip2Stage2, LMConfig, build_lm, tensor_digest, text_labels
@@ -255,12 +255,10 @@ def configure_cli(parser) -> None:
                    help="the stage-1 Q-Former checkpoint to start from")
     for p, defaults, out in ((lm, LMTrainConfig(), LM_CHECKPOINT), (q, Stage2TrainConfig(), STAGE2_CHECKPOINT)):
         p.add_argument("--out", type=Path, default=out, help="weights path (.safetensors; .json beside it)")
-        for name, kind, text in (("steps", int, "optimisation steps"), ("batch_size", int, "rows per step"),
+        add_default_options(p, defaults, (("steps", int, "optimisation steps"), ("batch_size", int, "rows per step"),
                                  ("warmup", int, "linear learning-rate warm-up steps, then cosine decay"),
                                  ("seed", int, "seed of the init and the sampling"), ("threads", int, "torch CPU threads"),
-                                 ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay")):
-            default = getattr(defaults, name)
-            p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default: {default})")
+                                 ("lr", float, "AdamW peak learning rate"), ("weight_decay", float, "AdamW weight decay")))
 
 
 def run_cli(args) -> int:
